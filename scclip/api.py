@@ -1,0 +1,253 @@
+"""AnnData/MuData-level entry points: ``train`` a model and ``embed`` cells with it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anndata as ad
+import mudata as md
+import numpy as np
+
+from scclip.align import align_features
+from scclip.errors import ScclipError
+from scclip.features import FeatureSpace, make_feature_space
+from scclip.model import ModelConfig, get_preset
+from scclip.model.init import svd_init_
+from scclip.preprocess import prepare_atac, prepare_rna, tfidf_fit
+from scclip.pretrained import ScclipModel, load_pretrained
+from scclip.training import TrainConfig, encode_csr, fit, resolve_device
+
+EMBED_KEY = "X_scclip"
+DEFAULT_RUNS_DIR = Path("runs")
+
+
+def prepare_modality(model: ScclipModel, adata: ad.AnnData, modality: str, *, genome: str | None = None):
+    """Map one modality onto the model's features and preprocess it: (CSR cells x model features, report)."""
+    alignment = align_features(adata, model.feature_space[modality], genome=genome)
+    X = alignment.transform(adata.X)
+    if modality == "rna":
+        X, prep = prepare_rna(X)
+    else:
+        X, prep = prepare_atac(X, method=model.preprocessing["atac"]["method"], idf=model.idf)
+    report = {**alignment.report, "count_coverage": float(alignment.count_coverage(adata.X)), "preprocessing": prep}
+    return X, report
+
+
+def build_feature_space(mdata: md.MuData, spec: str | FeatureSpace, *, n_patches: int, genome: str | None,
+                        within_chromosome: bool = False) -> tuple[FeatureSpace, dict]:
+    """``own`` (the training data's features, as in the paper), ``GENOME`` (bundled genes + 5 kb bins),
+    ``GENOME:BIN_SIZE``, or the feature space of an existing model folder."""
+    if isinstance(spec, FeatureSpace):
+        return spec, {}
+    layout = {"n_patches": n_patches, "within_chromosome": within_chromosome}
+    if spec == "own":
+        return make_feature_space(rna=mdata["rna"], atac=mdata["atac"], genome=genome, **layout)
+    head, _, tail = spec.partition(":")
+    if head.lower() in ("mm10", "hg38", "grcm38", "grch38"):
+        try:
+            bin_size = int(tail) if tail else 5000
+        except ValueError:
+            msg = f"--feature-space {spec!r}: the bin size after ':' must be an integer number of bp"
+            raise ScclipError(msg) from None
+        return make_feature_space(genome=head, rna_kind="genes", atac_kind="bins", bin_size=bin_size, **layout)
+    try:
+        return load_pretrained(spec).feature_space, {}
+    except ScclipError:
+        msg = (f"unknown --feature-space {spec!r}: use 'own', a genome ('mm10', 'hg38', optionally ':BIN_SIZE'), "
+               "or a model folder whose feature space to reuse")
+        raise ScclipError(msg) from None
+
+
+def split_cells(obs, *, holdout_key: str | None, holdout, val_key: str | None, val_values, val_size: float | int,
+                seed: int) -> dict[str, np.ndarray]:
+    """Row indices of train / validation / held-out cells. Held-out cells never reach training or early stopping."""
+    n = obs.shape[0]
+    held = np.zeros(n, dtype=bool)
+    for key, values, what in ((holdout_key, holdout, "--holdout-key"), (val_key, val_values, "--val-key")):
+        if key is not None and key not in obs.columns:
+            msg = f"{what} {key!r} is not a column of obs; available: {list(obs.columns)[:20]}"
+            raise ScclipError(msg)
+        if key is not None and values:
+            unknown = sorted(set(values) - set(obs[key].astype(str)))
+            if unknown:
+                msg = f"{what} {key!r} has no values {unknown}; it has {sorted(set(obs[key].astype(str)))[:20]}"
+                raise ScclipError(msg)
+    if holdout_key is not None and holdout:
+        held = obs[holdout_key].astype(str).isin(list(holdout)).to_numpy()
+    rest = np.flatnonzero(~held)
+    if val_key is not None and val_values:
+        is_val = obs[val_key].astype(str).isin(list(val_values)).to_numpy()
+        val = np.intersect1d(rest, np.flatnonzero(is_val))
+    else:
+        n_val = int(val_size if val_size >= 1 else round(val_size * len(rest)))
+        n_val = min(n_val, max(len(rest) - 2, 0))
+        val = np.sort(np.random.default_rng(seed).choice(rest, n_val, replace=False))
+    train = np.setdiff1d(rest, val)
+    if len(train) < 2:
+        msg = f"only {len(train)} training cells remain after hold-out and validation; hold out fewer cells"
+        raise ScclipError(msg)
+    return {"train": train, "val": val, "holdout": np.flatnonzero(held)}
+
+
+def train(
+    mdata: md.MuData,
+    *,
+    out_dir: str | Path,
+    model_config: str | dict | ModelConfig | None = None,
+    train_config: TrainConfig | dict | None = None,
+    feature_space: str | FeatureSpace = "own",
+    genome: str | None = None,
+    atac_method: str = "binary",
+    holdout_key: str | None = None,
+    holdout: tuple[str, ...] | list[str] = (),
+    val_key: str | None = None,
+    val_values: tuple[str, ...] | list[str] = (),
+    val_size: float | int = 0.1,
+    within_chromosome: bool = False,
+    resume: bool = False,
+    progress: Callable[[dict], None] | None = None,
+    command: str | None = None,
+    data_name: str | None = None,
+) -> ScclipModel:
+    """Train scCLIP on paired cells and write ``out_dir/model`` (release folder) and ``out_dir/checkpoints``.
+
+    Parameters
+    ----------
+    mdata
+        Paired cells: modalities ``rna`` and ``atac`` sharing ``obs_names`` (the intersection is used).
+    holdout_key, holdout
+        Cells whose ``obs[holdout_key]`` is in ``holdout`` are excluded from training and early stopping and
+        scored only at the end (``summary['holdout_metrics']``).
+    val_key, val_values, val_size
+        Validation (early stopping) cells: by column values, else a seeded random ``val_size`` (fraction or count).
+    """
+    from scclip.io import paired_cells, pairing_report
+    from scclip.metrics import foscttm, topk_accuracy
+
+    t_start = time.perf_counter()
+    if isinstance(model_config, ModelConfig):
+        mcfg = model_config
+    else:
+        mcfg = get_preset(model_config)
+    tcfg = train_config if isinstance(train_config, TrainConfig) else TrainConfig.from_dict(train_config or {})
+    for m in ("rna", "atac"):
+        if m not in mdata.mod:
+            msg = f"training needs paired rna and atac; the data has only {list(mdata.mod)}"
+            raise ScclipError(msg)
+    pairing = pairing_report(mdata)
+    mdata = paired_cells(mdata)
+    fs, fs_report = build_feature_space(mdata, feature_space, n_patches=mcfg.n_patches, genome=genome,
+                                        within_chromosome=within_chromosome)
+    if atac_method not in ("binary", "tfidf"):
+        msg = f"atac_method must be 'binary' or 'tfidf', got {atac_method!r}"
+        raise ScclipError(msg)
+    prep = {"rna": {"method": "log1p", "target_sum": 1e4}, "atac": {"method": atac_method}}
+    obs = mdata["rna"].obs
+    split = split_cells(obs, holdout_key=holdout_key, holdout=holdout, val_key=val_key, val_values=val_values,
+                        val_size=val_size, seed=tcfg.seed)
+    idf = None
+    if atac_method == "tfidf":
+        a = align_features(mdata["atac"], fs["atac"], genome=genome)
+        idf = tfidf_fit(a.transform(mdata["atac"].X)[split["train"]])  # idf from training cells only
+    model = ScclipModel.create(fs, mcfg, preprocessing=prep, idf=idf)
+    X_rna, rep_rna = prepare_modality(model, mdata["rna"], "rna", genome=genome)
+    X_atac, rep_atac = prepare_modality(model, mdata["atac"], "atac", genome=genome)
+    if mcfg.embedding_init == "svd" and not resume:
+        svd_init_(model.net.encoders["rna"].embed, X_rna[split["train"]], seed=tcfg.seed)
+        svd_init_(model.net.encoders["atac"].embed, X_atac[split["train"]], seed=tcfg.seed)
+    device = resolve_device(tcfg.device)
+    model.net.to(device)
+    result = fit(model.net, X_rna, X_atac, train_idx=split["train"], val_idx=split["val"], cfg=tcfg,
+                 out_dir=out_dir, resume=resume, progress=progress)
+    summary = {
+        "data": data_name, "command": command, "pairing": pairing,
+        "feature_space_report": {"rna": rep_rna, "atac": rep_atac, **({"build": fs_report} if fs_report else {})},
+        "n_train_cells": len(split["train"]), "n_val_cells": len(split["val"]),
+        "n_holdout_cells": len(split["holdout"]), "holdout": {"key": holdout_key, "values": list(holdout)},
+        "train_config": tcfg.to_dict(), "model_config": mcfg.to_dict(),
+        **{k: result[k] for k in ("epochs_run", "best_epoch", "stopped_early", "train_seconds", "device", "history")},
+        "cells_per_second": len(split["train"]) * result["epochs_run"] / max(result["train_seconds"], 1e-9),
+        "validation": {"foscttm": result["best_val_foscttm"],
+                       "top1": next((h["val_top1"] for h in result["history"] if h["epoch"] == result["best_epoch"]), None)},
+    }
+    if len(split["holdout"]) > 1:
+        h = split["holdout"]
+        zr = encode_csr(model.net, "rna", X_rna[h])
+        za = encode_csr(model.net, "atac", X_atac[h])
+        summary["holdout_metrics"] = {"n_cells": len(h), "foscttm": float(foscttm(zr, za)["mean"]),
+                                      "top1": float(topk_accuracy(zr, za, k=1)["mean"])}
+    summary["total_seconds"] = time.perf_counter() - t_start
+    model.summary = summary
+    model.net.to("cpu")
+    model.save_pretrained(Path(out_dir) / "model")
+    return model
+
+
+def _as_mudata(data) -> md.MuData:
+    if isinstance(data, md.MuData):
+        return data
+    if isinstance(data, ad.AnnData):
+        from scclip.io import (
+            _infer_modality,
+            read,  # noqa: F401  (same inference rules as files)
+        )
+
+        mod, _ = _infer_modality(data)
+        if mod is None:
+            msg = "cannot tell whether this AnnData is RNA or ATAC; pass a MuData with modality 'rna' or 'atac'"
+            raise ScclipError(msg)
+        return md.MuData({mod: data})
+    if isinstance(data, dict):
+        return md.MuData(data)
+    msg = f"expected MuData, AnnData or {{'rna': AnnData, 'atac': AnnData}}, got {type(data).__name__}"
+    raise ScclipError(msg)
+
+
+def embed(
+    model: ScclipModel | str | Path,
+    data,
+    *,
+    genome: str | None = None,
+    batch_size: int = 1024,
+    device: str = "auto",
+    paired: bool | None = None,
+    key: str = EMBED_KEY,
+    copy_counts: bool = False,
+) -> md.MuData:
+    """Embed RNA and/or ATAC cells; returns a MuData whose modalities carry ``.obsm[key]`` (float32, unit norm).
+
+    Works for RNA only, ATAC only, or both. Features are mapped onto the model's feature space (genes by id /
+    name, peaks by overlap) and the coverage is recorded in ``.uns['scclip']`` of each modality and of the
+    MuData, with the model name and whether the cells are paired (both modalities share ``obs_names``).
+    """
+    if not isinstance(model, ScclipModel):
+        model = load_pretrained(model)
+    mdata = _as_mudata(data)
+    mods = [m for m in ("rna", "atac") if m in mdata.mod]
+    if not mods:
+        msg = f"the data has no 'rna' or 'atac' modality (it has {list(mdata.mod)}); rename the modalities"
+        raise ScclipError(msg)
+    dev = resolve_device(device)
+    model.net.to(dev).eval()
+    if paired is None:
+        paired = len(mods) == 2 and len(mdata["rna"].obs_names.intersection(mdata["atac"].obs_names)) > 0
+    out = {}
+    info: dict = {"model": model.name, "genome": model.feature_space.genome, "paired": bool(paired),
+                  "key": key, "modalities": {}}
+    for m in mods:
+        adata = mdata[m]
+        X, report = prepare_modality(model, adata, m, genome=genome)
+        Z = encode_csr(model.net, m, X, batch_size=batch_size, device=dev)
+        res = ad.AnnData(X=adata.X if copy_counts else None, obs=adata.obs.copy(), var=adata.var if copy_counts else None)
+        if not copy_counts:
+            res = ad.AnnData(obs=adata.obs.copy())
+        res.obsm[key] = Z
+        res.uns["scclip"] = {"model": model.name, "modality": m, "paired": bool(paired), "coverage": report,
+                             "temperature": model.temperature}
+        info["modalities"][m] = report
+        out[m] = res
+    result = md.MuData(out)
+    result.uns["scclip"] = info
+    return result

@@ -1,0 +1,296 @@
+"""Command line: ``scclip train | embed | match | evaluate``.
+
+Bad input exits with status 1 and one short message on stderr (usage errors: 2); ``--debug`` shows the
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from scclip.errors import ScclipError
+
+EPILOG = (
+    "Models: a bare name resolves in $SCCLIP_PRETRAINED_DIR, then in the repository's pretrained/ folder."
+)
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scclip",
+        description="scCLIP Explorer: embed scRNA-seq and scATAC-seq cells in one space (train, embed, match, evaluate).",
+        epilog=EPILOG,
+    )
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser(
+        "train",
+        help="train a model on paired RNA+ATAC cells",
+        epilog=EPILOG,
+        description="Train scCLIP on paired cells. RUN_DIR/model is the release folder (load it with "
+        "--model RUN_DIR); RUN_DIR/checkpoints holds best/last training checkpoints for --resume.",
+    )
+    t.add_argument(
+        "--data",
+        required=True,
+        help="paired data: .h5mu (rna + atac) or 10x ARC filtered_feature_bc_matrix.h5",
+    )
+    t.add_argument(
+        "--out", required=True, help="run folder to create (default location convention: ./runs/NAME)"
+    )
+    t.add_argument(
+        "--epochs", type=int, default=None, help="maximum epochs (default 40; early stopping may end sooner)"
+    )
+    t.add_argument("--batch-size", type=int, default=None, help="cells per step (default 256)")
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4)")
+    t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 8)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = cuda when present"
+    )
+    t.add_argument(
+        "--config", default=None, help="preset name (default, paper, paper-per-patch, tiny) or a JSON file"
+    )
+    t.add_argument(
+        "--feature-space",
+        default="own",
+        help="'own' (the data's features), 'mm10'/'hg38' (gene table + 5 kb bins; 'mm10:2000' sets bin bp), "
+        "or a model folder to reuse its features",
+    )
+    t.add_argument(
+        "--genome", default=None, help="genome assembly of the data (mm10, hg38); inferred when possible"
+    )
+    t.add_argument("--atac", default="binary", choices=["binary", "tfidf"], help="ATAC preprocessing")
+    t.add_argument("--holdout-key", default=None, help="obs column naming groups to hold out (e.g. batch)")
+    t.add_argument(
+        "--holdout", type=_csv, default=[], help="comma-separated values of --holdout-key never trained on"
+    )
+    t.add_argument("--val-key", default=None, help="obs column for validation cells (default: random cells)")
+    t.add_argument(
+        "--val", type=_csv, default=[], help="values of --val-key used for validation / early stopping"
+    )
+    t.add_argument(
+        "--val-size", type=float, default=0.1, help="random validation fraction (or count if >= 1)"
+    )
+    t.add_argument("--within-chromosome", action="store_true", help="never let a patch span two chromosomes")
+    t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last")
+
+    e = sub.add_parser(
+        "embed",
+        help="embed cells with a trained model",
+        epilog=EPILOG,
+        description="Embed RNA and/or ATAC cells; writes an .h5mu with obsm['X_scclip'] per modality "
+        "and the input's obs (counts are not copied). An .h5mu or 10x .h5 is paired when its modalities "
+        "share barcodes; two files are unpaired unless --paired.",
+    )
+    e.add_argument("--model", required=True, help="pretrained name, release folder or run folder")
+    e.add_argument(
+        "--data", help="one file with rna and/or atac (.h5mu, 10x .h5, .h5ad, Matrix Market folder/.tar.gz)"
+    )
+    e.add_argument("--rna", help="RNA file")
+    e.add_argument("--atac", help="ATAC file")
+    e.add_argument(
+        "--paired", action="store_true", help="--rna and --atac hold the same cells (match by barcode)"
+    )
+    e.add_argument("--genome", default=None, help="declared genome of the data (checked against the model's)")
+    e.add_argument("--batch-size", type=int, default=1024)
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--out", required=True, help="output .h5mu")
+
+    m = sub.add_parser("match", help="top-k cross-modal partners of every cell")
+    m.add_argument("--data", required=True, help="embedded .h5mu (from scclip embed)")
+    m.add_argument("--k", type=int, default=10)
+    m.add_argument("--out", required=True, help="matches.csv or .parquet")
+    m.add_argument("--one-to-one", action="store_true", help="also write a one-to-one assignment table")
+
+    v = sub.add_parser("evaluate", help="integration and matching metrics of an embedded .h5mu (JSON)")
+    v.add_argument("--data", required=True, help="embedded .h5mu (from scclip embed)")
+    v.add_argument("--label-key", default=None, help="obs column with cell types (e.g. cell_type)")
+    return p
+
+
+def _check_positive(args, *names) -> None:
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            msg = f"--{name.replace('_', '-')} must be positive, got {value}"
+            raise ScclipError(msg)
+
+
+def _progress_bar():
+    from tqdm.auto import tqdm
+
+    bar = {"pbar": None}
+
+    def cb(ev: dict) -> None:
+        if ev["event"] == "epoch":
+            if bar["pbar"] is None:
+                bar["pbar"] = tqdm(total=ev["epochs"], desc="epochs", unit="epoch", file=sys.stderr)
+            bar["pbar"].update(1)
+            bar["pbar"].set_postfix(
+                loss=f"{ev['loss']:.3f}",
+                val_foscttm=f"{ev['val_foscttm']:.4f}",
+                val_top1=f"{ev['val_top1']:.3f}",
+            )
+        elif ev["event"] == "done" and bar["pbar"] is not None:
+            bar["pbar"].close()
+
+    return cb
+
+
+def cmd_train(args) -> int:
+    from scclip.api import train
+    from scclip.io import read
+
+    _check_positive(args, "epochs", "batch_size", "lr", "patience")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        msg = f"run folder {out} exists and is not empty; choose a new --out, or add --resume to continue it"
+        raise ScclipError(msg)
+    mdata = read(args.data)
+    tc = {
+        k: v
+        for k, v in dict(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            patience=args.patience,
+            seed=args.seed,
+            device=args.device,
+        ).items()
+        if v is not None
+    }
+    model = train(
+        mdata,
+        out_dir=out,
+        model_config=args.config,
+        train_config=tc,
+        feature_space=args.feature_space,
+        genome=args.genome,
+        atac_method=args.atac,
+        holdout_key=args.holdout_key,
+        holdout=args.holdout,
+        val_key=args.val_key,
+        val_values=args.val,
+        val_size=args.val_size,
+        within_chromosome=args.within_chromosome,
+        resume=args.resume,
+        progress=_progress_bar(),
+        command="scclip " + shlex.join(sys.argv[1:]),
+        data_name=str(args.data),
+    )
+    s = model.summary
+    print(
+        json.dumps(
+            {
+                "model": str(out / "model"),
+                "epochs_run": s["epochs_run"],
+                "best_epoch": s["best_epoch"],
+                "validation": s["validation"],
+                "holdout_metrics": s.get("holdout_metrics"),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_embed(args) -> int:
+    from scclip.api import embed
+    from scclip.io import read, read_pair, write_h5mu
+    from scclip.pretrained import load_pretrained
+
+    if args.data and (args.rna or args.atac):
+        msg = "give either --data FILE, or --rna/--atac files, not both"
+        raise ScclipError(msg)
+    if not (args.data or args.rna or args.atac):
+        msg = "nothing to embed: give --data FILE, or --rna FILE and/or --atac FILE"
+        raise ScclipError(msg)
+    if args.paired and not (args.rna and args.atac):
+        msg = "--paired needs both --rna and --atac"
+        raise ScclipError(msg)
+    model = load_pretrained(args.model)
+    if args.data:
+        mdata = read(args.data)
+        paired = None
+    elif args.rna and args.atac:
+        mdata, _ = read_pair(args.rna, args.atac, paired=args.paired)
+        paired = args.paired
+    else:
+        mdata = read(args.rna, modality="rna") if args.rna else read(args.atac, modality="atac")
+        paired = False
+    result = embed(
+        model, mdata, genome=args.genome, batch_size=args.batch_size, device=args.device, paired=paired
+    )
+    write_h5mu(result, args.out)
+    summary = {
+        m: {
+            k: v
+            for k, v in rep.items()
+            if k in ("method", "frac_model_hit", "frac_query_used", "count_coverage")
+        }
+        for m, rep in result.uns["scclip"]["modalities"].items()
+    }
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "paired": result.uns["scclip"]["paired"],
+                "cells": {m: result[m].n_obs for m in result.mod},
+                "coverage": summary,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_match(args) -> int:
+    from scclip.commands import run_match
+
+    return run_match(args)
+
+
+def cmd_evaluate(args) -> int:
+    from scclip.commands import run_evaluate
+
+    return run_evaluate(args)
+
+
+COMMANDS = {"train": cmd_train, "embed": cmd_embed, "match": cmd_match, "evaluate": cmd_evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except ScclipError as err:
+        if args.debug:
+            raise
+        print(f"scclip {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
+        if args.debug:
+            raise
+        print(f"scclip {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"scclip {args.command}: interrupted (training can continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,453 @@
+"""Cross-modal integration metrics, computed chunk-wise.
+
+Every function takes embeddings as ``(n, d)`` float arrays (numpy or torch); for the paired metrics row ``i`` of
+``rna_emb`` and row ``i`` of ``atac_emb`` are the same cell. Similarities are cosine by default (the inputs are
+L2-normalised inside) or negative Euclidean distance (``metric="euclidean"``). Nothing ever holds an ``n x m``
+matrix: rows of one modality are scored against all of the other in blocks of ``chunk_size`` rows, so memory is
+``O(m x chunk_size)`` (two float32 buffers; the default chunk keeps each buffer near 128 MB).
+
+Conventions (those of the project's reference figures):
+
+- FOSCTTM and top-k count ties at random *in expectation*: a candidate exactly as similar as the true partner
+  counts half towards FOSCTTM, and the chance that the partner lands in the top ``k`` is averaged over every
+  order of the tied candidates.
+- ``mean`` is the average of the two directions (RNA -> ATAC and ATAC -> RNA).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from scclip.errors import ScclipError
+
+_BUFFER_ELEMENTS = 2**25  # float32 elements per scoring buffer (128 MB)
+_METRICS = ("cosine", "euclidean")
+
+
+# --------------------------------------------------------------------------- inputs and scoring kernels
+def as_embedding(x, *, name: str = "embedding") -> torch.Tensor:
+    """Return ``x`` as a contiguous 2-D float32 CPU tensor, raising :class:`ScclipError` on bad input."""
+    if hasattr(x, "tocsr") or hasattr(x, "toarray"):
+        msg = f"{name} is a sparse matrix; embeddings must be dense (n_cells, n_dims) arrays, e.g. obsm['X_scclip']."
+        raise ScclipError(msg)
+    t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    if t.ndim != 2:
+        msg = f"{name} must be a 2-D (n_cells, n_dims) array, got shape {tuple(t.shape)}."
+        raise ScclipError(msg)
+    if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+        msg = f"{name} must hold numbers, got dtype {t.dtype}."
+        raise ScclipError(msg)
+    t = t.to(torch.float32).contiguous()
+    if t.shape[0] == 0 or t.shape[1] == 0:
+        msg = f"{name} is empty (shape {tuple(t.shape)}); it needs at least one cell and one dimension."
+        raise ScclipError(msg)
+    if not bool(torch.isfinite(t).all()):
+        msg = f"{name} contains NaN or infinite values; re-embed the cells or drop those rows."
+        raise ScclipError(msg)
+    return t
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in _METRICS:
+        msg = f"metric must be one of {_METRICS}, got {metric!r}."
+        raise ScclipError(msg)
+
+
+def _prepare(x: torch.Tensor, metric: str) -> torch.Tensor:
+    return torch.nn.functional.normalize(x, dim=1) if metric == "cosine" else x
+
+
+def _pair(rna_emb, atac_emb, *, paired: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    rna = as_embedding(rna_emb, name="rna_emb")
+    atac = as_embedding(atac_emb, name="atac_emb")
+    if rna.shape[1] != atac.shape[1]:
+        msg = f"rna_emb has {rna.shape[1]} dimensions but atac_emb has {atac.shape[1]}; both modalities must be embedded in the same space."
+        raise ScclipError(msg)
+    if paired and rna.shape[0] != atac.shape[0]:
+        msg = (
+            f"paired metrics need one row per cell in both modalities (row i = the same cell), got {rna.shape[0]} "
+            f"RNA and {atac.shape[0]} ATAC rows; subset both to the shared cells in the same order."
+        )
+        raise ScclipError(msg)
+    if paired and rna.shape[0] < 2:
+        msg = "paired metrics need at least 2 cells."
+        raise ScclipError(msg)
+    return rna, atac
+
+
+def auto_chunk(n_ref: int, chunk_size: int | None) -> int:
+    """Rows per block: ``chunk_size`` if given, else as many as keep one ``rows x n_ref`` buffer near 128 MB."""
+    if chunk_size is None:
+        return int(min(4096, max(16, _BUFFER_ELEMENTS // max(n_ref, 1))))
+    if int(chunk_size) < 1:
+        msg = f"chunk_size must be a positive number of rows, got {chunk_size}."
+        raise ScclipError(msg)
+    return int(chunk_size)
+
+
+def _score_block(
+    q: torch.Tensor, ref_t: torch.Tensor, ref_bias: torch.Tensor | None, out: torch.Tensor
+) -> None:
+    """Fill ``out`` with similarity scores (higher = closer) of rows ``q`` against every reference row.
+
+    ``ref_t`` is the transposed reference ``(d, m)``. For the Euclidean metric ``ref_bias`` is ``-|r|^2`` and the
+    score ``2 q.r - |r|^2`` orders each row exactly as ``-|q - r|^2`` does.
+    """
+    if ref_bias is None:
+        torch.mm(q, ref_t, out=out)
+    else:
+        torch.addmm(ref_bias, q, ref_t, alpha=2.0, out=out)
+
+
+def _ref_bias(ref: torch.Tensor, metric: str) -> torch.Tensor | None:
+    return None if metric == "cosine" else -(ref * ref).sum(1, keepdim=True).T.contiguous()
+
+
+def topk_chunked(
+    query: torch.Tensor,
+    ref: torch.Tensor,
+    k: int,
+    *,
+    metric: str = "cosine",
+    chunk_size: int | None = None,
+    self_index: np.ndarray | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` most similar ``ref`` rows for each ``query`` row, block by block.
+
+    ``query`` and ``ref`` must already be prepared (normalised for cosine). ``self_index[i]`` (>= 0) names a
+    ``ref`` row that query ``i`` may not pick (itself). Returns CPU ``(indices int64, scores float32)``, best first.
+    """
+    dev = torch.device(device)
+    n, m = query.shape[0], ref.shape[0]
+    c = auto_chunk(m, chunk_size)
+    ref_d = ref.to(dev)
+    ref_t = ref_d.T
+    bias = _ref_bias(ref_d, metric)
+    buf = torch.empty((min(c, n), m), dtype=torch.float32, device=dev)
+    idx = torch.empty((n, k), dtype=torch.int64)
+    val = torch.empty((n, k), dtype=torch.float32)
+    for i0 in range(0, n, c):
+        i1 = min(n, i0 + c)
+        s = buf[: i1 - i0]
+        _score_block(query[i0:i1].to(dev), ref_t, bias, s)
+        if self_index is not None:
+            rows = np.flatnonzero(self_index[i0:i1] >= 0)
+            s[torch.from_numpy(rows).to(dev), torch.from_numpy(self_index[i0:i1][rows]).to(dev)] = -torch.inf
+        v, j = torch.topk(s, k, dim=1)
+        idx[i0:i1], val[i0:i1] = j.cpu(), v.cpu()
+    return idx, val
+
+
+def paired_pass(
+    query: torch.Tensor,
+    ref: torch.Tensor,
+    *,
+    metric: str = "cosine",
+    chunk_size: int | None = None,
+    temperatures: Sequence[float] = (),
+) -> dict[str, np.ndarray]:
+    """One direction of the paired statistics: for each query row ``i`` (true partner ``ref[i]``).
+
+    Returns ``greater`` (other candidates strictly more similar than the partner), ``ties`` (other candidates
+    exactly as similar) and, per temperature ``T``, ``log_p_T`` (log of the partner's row-softmax mass of
+    ``score / T``). The partner's own score is read from the same matrix product as the candidates', so ties
+    are exact. Two ``chunk x m`` buffers are reused; the sign trick (sum of ``sign(s - s_ii)`` and of its absolute
+    value) gives both counts from two cheap reductions.
+    """
+    n, m = query.shape[0], ref.shape[0]
+    c = auto_chunk(m, chunk_size)
+    ref_t = ref.T
+    bias = _ref_bias(ref, metric)
+    rows = min(c, n)
+    s_buf = torch.empty((rows, m), dtype=torch.float32)
+    b_buf = torch.empty((rows, m), dtype=torch.float32)
+    acc = torch.float64 if m > 2**24 else torch.float32
+    sgn = np.empty(n, dtype=np.float64)
+    absum = np.empty(n, dtype=np.float64)
+    log_p = {t: np.empty(n, dtype=np.float64) for t in temperatures}
+    for i0 in range(0, n, c):
+        i1 = min(n, i0 + c)
+        w = i1 - i0
+        s, b = s_buf[:w], b_buf[:w]
+        _score_block(query[i0:i1], ref_t, bias, s)
+        diag = s[torch.arange(w), torch.arange(i0, i1)].clone().unsqueeze(1)
+        for t in temperatures:
+            torch.div(s, t, out=b)
+            log_p[t][i0:i1] = (diag[:, 0] / t - torch.logsumexp(b, dim=1)).double().numpy()
+        torch.sub(s, diag, out=b)
+        b.sign_()
+        sgn[i0:i1] = b.sum(1, dtype=acc).double().numpy()
+        b.abs_()
+        absum[i0:i1] = b.sum(1, dtype=acc).double().numpy()
+    # The partner itself has sign 0, so it adds nothing to either sum.
+    out = {"greater": np.rint((sgn + absum) / 2), "ties": np.rint((m - 1) - absum)}
+    out.update({f"log_p_{t}": v for t, v in log_p.items()})
+    return out
+
+
+def _both(rna, atac, **kw) -> tuple[dict, dict]:
+    return paired_pass(rna, atac, **kw), paired_pass(atac, rna, **kw)
+
+
+def _summary(r2a: float, a2r: float) -> dict[str, float]:
+    return {"rna_to_atac": float(r2a), "atac_to_rna": float(a2r), "mean": float((r2a + a2r) / 2)}
+
+
+def _fos(stats: dict, m: int) -> np.ndarray:
+    return (stats["greater"] + 0.5 * stats["ties"]) / (m - 1)
+
+
+def _hit(stats: dict, k: int) -> np.ndarray:
+    return np.clip((k - stats["greater"]) / (stats["ties"] + 1), 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- paired metrics
+def foscttm(rna_emb, atac_emb, *, metric: str = "cosine", chunk_size: int | None = None) -> dict[str, float]:
+    """Fraction Of Samples Closer Than the True Match (lower is better; chance 0.5, perfect 0).
+
+    For each cell, the fraction of the other modality's ``n - 1`` other cells that are more similar to it than
+    its true partner (exact ties count half).
+
+    Returns
+    -------
+    dict with ``rna_to_atac``, ``atac_to_rna`` and ``mean``.
+    """
+    _check_metric(metric)
+    rna, atac = _pair(rna_emb, atac_emb, paired=True)
+    r2a, a2r = _both(_prepare(rna, metric), _prepare(atac, metric), metric=metric, chunk_size=chunk_size)
+    n = rna.shape[0]
+    return _summary(_fos(r2a, n).mean(), _fos(a2r, n).mean())
+
+
+def topk_accuracy(
+    rna_emb,
+    atac_emb,
+    *,
+    k: int | Sequence[int] = (1, 5),
+    metric: str = "cosine",
+    chunk_size: int | None = None,
+) -> dict:
+    """Fraction of cells whose true partner is among the ``k`` most similar cells of the other modality.
+
+    Ties are broken at random in expectation. Chance is ``k / n``.
+
+    Returns
+    -------
+    For an int ``k``: dict with ``rna_to_atac``, ``atac_to_rna``, ``mean``. For a sequence: ``{k: that dict}``.
+    """
+    _check_metric(metric)
+    ks = [k] if np.isscalar(k) else list(k)
+    if not ks or any(int(v) < 1 for v in ks):
+        msg = f"k must be a positive integer or a sequence of them, got {k!r}."
+        raise ScclipError(msg)
+    rna, atac = _pair(rna_emb, atac_emb, paired=True)
+    r2a, a2r = _both(_prepare(rna, metric), _prepare(atac, metric), metric=metric, chunk_size=chunk_size)
+    res = {int(v): _summary(_hit(r2a, int(v)).mean(), _hit(a2r, int(v)).mean()) for v in ks}
+    return res[int(ks[0])] if np.isscalar(k) else res
+
+
+def match_probability(
+    rna_emb, atac_emb, *, temperature: float = 0.05, chunk_size: int | None = None
+) -> dict[str, float]:
+    """NeurIPS 2021 "match modality" score from a soft matching matrix.
+
+    The matrix is the row softmax of cosine similarity divided by ``temperature``; the score is the mean mass on
+    the true partner (the diagonal). ``atac_to_rna`` uses the softmax over RNA cells for each ATAC cell.
+    Chance is ``1 / n``; perfect is 1.
+    """
+    if not temperature > 0:
+        msg = f"temperature must be > 0, got {temperature}."
+        raise ScclipError(msg)
+    rna, atac = _pair(rna_emb, atac_emb, paired=True)
+    kw = {"metric": "cosine", "chunk_size": chunk_size, "temperatures": (float(temperature),)}
+    r2a, a2r = _both(_prepare(rna, "cosine"), _prepare(atac, "cosine"), **kw)
+    key = f"log_p_{float(temperature)}"
+    return _summary(np.exp(r2a[key]).mean(), np.exp(a2r[key]).mean())
+
+
+def paired_metrics(
+    rna_emb,
+    atac_emb,
+    *,
+    ks: Sequence[int] = (1, 5),
+    temperatures: Sequence[float] = (0.05,),
+    chunk_size: int | None = None,
+) -> dict:
+    """FOSCTTM, top-k and match probability (cosine) from one pass per direction.
+
+    Returns ``{"foscttm": summary, "top{k}": summary..., "match_probability@{T}": summary...}`` where each summary
+    has ``rna_to_atac``, ``atac_to_rna`` and ``mean``.
+    """
+    rna, atac = _pair(rna_emb, atac_emb, paired=True)
+    temps = tuple(float(t) for t in temperatures)
+    kw = {"metric": "cosine", "chunk_size": chunk_size, "temperatures": temps}
+    r2a, a2r = _both(_prepare(rna, "cosine"), _prepare(atac, "cosine"), **kw)
+    n = rna.shape[0]
+    out = {"foscttm": _summary(_fos(r2a, n).mean(), _fos(a2r, n).mean())}
+    for k in ks:
+        out[f"top{int(k)}"] = _summary(_hit(r2a, int(k)).mean(), _hit(a2r, int(k)).mean())
+    for t in temps:
+        key = f"log_p_{t}"
+        out[f"match_probability@{t:g}"] = _summary(np.exp(r2a[key]).mean(), np.exp(a2r[key]).mean())
+    return out
+
+
+# --------------------------------------------------------------------------- label and mixing metrics
+def _labels(labels, n: int, name: str) -> np.ndarray:
+    lab = np.asarray(labels, dtype=object).ravel()
+    if len(lab) != n:
+        msg = f"{name} has {len(lab)} entries but the embedding has {n} rows; give one label per cell."
+        raise ScclipError(msg)
+    return lab
+
+
+def _known(lab: np.ndarray) -> np.ndarray:
+    return ~pd.isna(pd.Series(lab)).to_numpy()
+
+
+def celltype_asw(emb, labels, *, max_cells: int = 5000, seed: int = 0) -> float:
+    """Cell-type average silhouette width, rescaled: ``(silhouette(cosine) + 1) / 2`` (higher is better).
+
+    Cells with a missing label are dropped; at most ``max_cells`` cells are drawn (seeded, without replacement).
+    """
+    from sklearn.metrics import silhouette_score
+
+    x = as_embedding(emb, name="emb")
+    lab = _labels(labels, x.shape[0], "labels")
+    keep = np.flatnonzero(_known(lab))
+    if keep.size > max_cells:
+        keep = np.sort(np.random.default_rng(seed).choice(keep, size=max_cells, replace=False))
+    codes = pd.factorize(pd.Series(lab[keep]).astype(str))[0]
+    n_types = len(np.unique(codes))
+    if n_types < 2 or n_types >= keep.size:
+        msg = f"cell-type ASW needs between 2 and n_cells - 1 distinct labels, got {n_types} among {keep.size} cells."
+        raise ScclipError(msg)
+    return float((silhouette_score(x[keep].numpy(), codes, metric="cosine") + 1) / 2)
+
+
+def _entropy(counts: np.ndarray, log) -> np.ndarray:
+    p = counts / counts.sum(1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, -p * log(np.where(p > 0, p, 1.0)), 0.0)
+    return terms.sum(1)
+
+
+def modality_mixing(
+    rna_emb, atac_emb, *, k: int = 30, metric: str = "cosine", chunk_size: int | None = None
+) -> float:
+    """Mean entropy (log2) of the modality labels among each cell's ``k`` nearest neighbours.
+
+    Both modalities are stacked into one joint space; a cell is never its own neighbour. 1.0 means every
+    neighbourhood is half RNA, half ATAC (perfect mixing); 0.0 means every neighbourhood is one modality.
+    """
+    _check_metric(metric)
+    rna, atac = _pair(rna_emb, atac_emb, paired=False)
+    x = _prepare(torch.cat([rna, atac]), metric)
+    n = x.shape[0]
+    if not 1 <= k <= n - 1:
+        msg = f"k must be between 1 and n_cells - 1 = {n - 1}, got {k}."
+        raise ScclipError(msg)
+    mod = np.r_[np.zeros(rna.shape[0], dtype=np.int64), np.ones(atac.shape[0], dtype=np.int64)]
+    idx, _ = topk_chunked(x, x, k, metric=metric, chunk_size=chunk_size, self_index=np.arange(n))
+    n_atac = mod[idx.numpy()].sum(1)
+    counts = np.stack([k - n_atac, n_atac], axis=1).astype(np.float64)
+    return float(_entropy(counts, np.log2).mean())
+
+
+def batch_entropy_mixing_score(
+    emb,
+    labels,
+    *,
+    n_neighbors: int = 100,
+    n_pools: int = 100,
+    n_samples_per_pool: int = 100,
+    seed: int = 0,
+    chunk_size: int | None = None,
+) -> float:
+    """Batch-entropy mixing score as in SCALEX (Xiong et al. 2022), reproduced faithfully.
+
+    For ``n_pools`` pools of ``n_samples_per_pool`` cells drawn with replacement, each cell's ``n_neighbors``
+    Euclidean neighbours (itself excluded) give label frequencies ``p``, reweighted by the global frequencies
+    ``P`` (``q = (p / P) / sum(p / P)``); the score is the natural-log entropy of ``q`` averaged over cells and
+    pools, divided -- as SCALEX does -- by ``log2(n_labels)``. With two labels the maximum is therefore
+    ``ln 2 ~= 0.693``, not 1.
+    """
+    x = as_embedding(emb, name="emb")
+    lab = _labels(labels, x.shape[0], "labels")
+    codes, uniq = pd.factorize(pd.Series(lab).astype(str))
+    n_lab = len(uniq)
+    if n_lab < 2:
+        msg = "batch_entropy_mixing_score needs at least 2 distinct labels (batches or modalities)."
+        raise ScclipError(msg)
+    n = x.shape[0]
+    k = min(n_neighbors, n - 1)
+    big_p = np.bincount(codes, minlength=n_lab) / n
+    rng = np.random.default_rng(seed)
+    pools = rng.integers(0, n, size=(n_pools, n_samples_per_pool))
+    uq, inv = np.unique(pools, return_inverse=True)
+    idx, _ = topk_chunked(x[uq], x, k, metric="euclidean", chunk_size=chunk_size, self_index=uq)
+    nb = codes[idx.numpy()]
+    counts = np.zeros((len(uq), n_lab))
+    np.add.at(counts, (np.repeat(np.arange(len(uq)), k), nb.ravel()), 1.0)
+    ratio = (counts / k) / big_p
+    q = ratio / ratio.sum(1, keepdims=True)
+    ent = -(q * np.log(q + 1e-8)).sum(1)
+    per_pool = ent[inv.reshape(pools.shape)].mean(1)
+    return float(per_pool.mean() / np.log2(n_lab))
+
+
+def knn_vote(
+    ref_emb, ref_labels, query_emb, *, k: int = 15, chunk_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Majority vote of each query cell's ``k`` nearest (cosine) reference cells.
+
+    Ties between labels go to the label of the nearest neighbour among them. Returns ``(labels, vote share)``;
+    reference cells with a missing label are ignored.
+    """
+    ref = as_embedding(ref_emb, name="ref_emb")
+    query = as_embedding(query_emb, name="query_emb")
+    if ref.shape[1] != query.shape[1]:
+        msg = f"ref_emb has {ref.shape[1]} dimensions but query_emb has {query.shape[1]}; embed both in the same space."
+        raise ScclipError(msg)
+    lab = _labels(ref_labels, ref.shape[0], "ref_labels")
+    keep = np.flatnonzero(_known(lab))
+    if keep.size == 0:
+        msg = "every reference label is missing; give the reference cells labels to transfer."
+        raise ScclipError(msg)
+    if int(k) < 1:
+        msg = f"k must be a positive integer, got {k}."
+        raise ScclipError(msg)
+    k = min(int(k), keep.size)
+    codes, uniq = pd.factorize(pd.Series(lab[keep]))
+    idx, _ = topk_chunked(_prepare(query, "cosine"), _prepare(ref[keep], "cosine"), k, chunk_size=chunk_size)
+    nb = codes[idx.numpy()]  # (n_query, k), nearest first
+    nq, n_lab = nb.shape[0], len(uniq)
+    counts = np.zeros((nq, n_lab))
+    np.add.at(counts, (np.repeat(np.arange(nq), k), nb.ravel()), 1.0)
+    first = np.full((nq, n_lab), k, dtype=np.float64)
+    for pos in range(k - 1, -1, -1):
+        first[np.arange(nq), nb[:, pos]] = pos
+    best = np.argmax(counts + (k - first) / (k + 1), axis=1)
+    share = counts[np.arange(nq), best] / k
+    return np.asarray(uniq, dtype=object)[best], share
+
+
+def label_transfer_accuracy(
+    ref_emb, ref_labels, query_emb, query_labels, *, k: int = 15, chunk_size: int | None = None
+) -> float:
+    """Accuracy of kNN (cosine, ``k`` neighbours, majority vote) label transfer from reference to query cells.
+
+    Query cells with a missing true label are left out of the accuracy.
+    """
+    pred, _ = knn_vote(ref_emb, ref_labels, query_emb, k=k, chunk_size=chunk_size)
+    truth = _labels(query_labels, len(pred), "query_labels")
+    ok = _known(truth)
+    if not ok.any():
+        msg = "every query label is missing; label-transfer accuracy needs the query cells' true labels."
+        raise ScclipError(msg)
+    return float(np.mean(pred[ok].astype(str) == truth[ok].astype(str)))

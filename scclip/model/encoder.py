@@ -1,0 +1,87 @@
+"""One modality's encoder: patch tokens + [CLS] + positions -> pre-LN Transformer -> shared space."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scclip.model.config import ModelConfig
+from scclip.model.patch import PatchEmbedding, SparseBatch
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, d = x.shape
+        q, k, v = (
+            self.qkv(x).view(B, T, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        )  # (B,h,T,dh)
+        y = F.scaled_dot_product_attention(q, k, v)  # no attention dropout: keeps the fused kernel
+        return self.out(y.transpose(1, 2).reshape(B, T, d))  # (B,T,d)
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer block."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
+        self.attn = SelfAttention(cfg.d_model, cfg.n_heads)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.d_ff),
+            nn.GELU(),
+            nn.Linear(cfg.d_ff, cfg.d_model),
+            nn.Dropout(cfg.dropout),
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x)))
+        return x + self.mlp(self.ln2(x))
+
+
+class ModalityEncoder(nn.Module):
+    """Sparse cells of one modality -> L2-normalised embeddings (B, proj_dim).
+
+    Parameters
+    ----------
+    cfg
+        Architecture.
+    patch, offset, n_patches, patch_size
+        Patch layout of this modality's feature space.
+    """
+
+    def __init__(self, cfg: ModelConfig, *, patch, offset, n_patches: int, patch_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = PatchEmbedding(
+            patch,
+            offset,
+            n_patches=n_patches,
+            patch_size=patch_size,
+            d_model=cfg.d_model,
+            mode=cfg.patch_embedding,
+        )
+        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
+        self.pos = nn.Parameter(torch.randn(1, n_patches + 1, cfg.d_model) * 0.02)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.proj_dim, bias=False)
+
+    def forward(self, batch: SparseBatch) -> torch.Tensor:
+        if self.training:
+            batch = batch.dropout(self.cfg.feature_dropout)
+        tokens = self.embed(batch)  # (B, P, d)
+        x = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)  # (B, P+1, d)
+        x = self.drop(x + self.pos)
+        for block in self.blocks:
+            x = block(x)  # (B, P+1, d)
+        z = self.proj(self.ln_f(x[:, 0]))  # (B, proj_dim)
+        return F.normalize(z.float(), dim=-1)

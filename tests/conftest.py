@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny seeded data and the real data in ../shared (skipped cleanly when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SCCLIP_SHARED_DIR", REPO.parent / "shared"))
+SHARED_DATA = SHARED / "data"
+SNARE_H5MU = SHARED_DATA / "chen2019_snareseq_dev.h5mu"
+FORMATS = SHARED_DATA / "formats"
+ANNOTATIONS = SHARED / "annotations"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} is absent (expected ../shared beside the repo)")
+    return path
+
+
+@pytest.fixture
+def snare_h5mu() -> Path:
+    return _need(SNARE_H5MU)
+
+
+@pytest.fixture
+def formats_dir() -> Path:
+    return _need(FORMATS)
+
+
+@pytest.fixture
+def annotations_dir() -> Path:
+    return _need(ANNOTATIONS)

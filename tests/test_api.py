@@ -1,0 +1,141 @@
+"""End to end on tiny synthetic data: train -> release folder -> load -> embed; checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import scclip
+from scclip.checkpoint import load_checkpoint
+from scclip.datasets import synthetic_multiome
+from scclip.errors import ScclipError
+from scclip.pretrained import load_pretrained
+
+TINY = dict(epochs=3, batch_size=64, patience=5, lr=2e-3)
+
+
+@pytest.fixture(scope="module")
+def mdata():
+    return synthetic_multiome(240, n_genes=120, peaks_per_gene=2, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained(mdata, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    model = scclip.train(mdata, out_dir=out, model_config="tiny", train_config=TINY, holdout_key="batch",
+                         holdout=["b2"], val_size=40)
+    return model, out
+
+
+def test_release_folder_is_exactly_the_documented_files(trained):
+    _, out = trained
+    files = sorted(p.name for p in (out / "model").iterdir())
+    assert files == ["README.md", "config.json", "features_atac.tsv.gz", "features_rna.tsv.gz", "model.safetensors",
+                     "summary.json"]
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    assert cfg["model"]["n_layers"] == 1 and cfg["preprocessing"]["atac"]["method"] == "binary"
+    assert set(cfg["feature_space"]["modalities"]) == {"rna", "atac"}
+    assert not any(p.suffix in (".pt", ".pkl", ".bin") for p in out.rglob("*"))
+
+
+def test_holdout_cells_never_trained_and_scored(trained, mdata):
+    model, _ = trained
+    s = model.summary
+    n_b2 = int((mdata["rna"].obs["batch"] == "b2").sum())
+    assert s["n_holdout_cells"] == n_b2
+    assert s["n_train_cells"] + s["n_val_cells"] + n_b2 == mdata["rna"].n_obs
+    assert 0.0 <= s["holdout_metrics"]["foscttm"] <= 1.0
+    assert len(s["history"]) == s["epochs_run"] <= TINY["epochs"]
+
+
+def test_save_load_roundtrip_gives_identical_embeddings(trained, mdata, tmp_path):
+    model, out = trained
+    emb1 = scclip.embed(model, mdata)
+    loaded = load_pretrained(out)  # run folder resolves to out/model
+    emb2 = scclip.embed(loaded, mdata)
+    for m in ("rna", "atac"):
+        np.testing.assert_array_equal(emb1[m].obsm["X_scclip"], emb2[m].obsm["X_scclip"])
+    resaved = loaded.save_pretrained(tmp_path / "again")
+    emb3 = scclip.embed(load_pretrained(resaved), mdata)
+    np.testing.assert_array_equal(emb1["rna"].obsm["X_scclip"], emb3["rna"].obsm["X_scclip"])
+
+
+def test_embed_outputs_unit_norm_keeps_obs_and_provenance(trained, mdata):
+    model, _ = trained
+    emb = scclip.embed(model, mdata)
+    z = emb["rna"].obsm["X_scclip"]
+    assert z.dtype == np.float32 and z.shape == (mdata.n_obs, model.config.proj_dim)
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+    assert list(emb["atac"].obs["cell_type"]) == list(mdata["atac"].obs["cell_type"])
+    assert emb.uns["scclip"]["paired"] is True
+    assert emb["atac"].uns["scclip"]["coverage"]["frac_model_hit"] == pytest.approx(1.0)
+
+
+def test_embed_single_modality_and_unpaired(trained, mdata):
+    model, _ = trained
+    only_atac = scclip.embed(model, {"atac": mdata["atac"]})
+    assert list(only_atac.mod) == ["atac"] and only_atac.uns["scclip"]["paired"] is False
+    z_joint = scclip.embed(model, mdata)["atac"].obsm["X_scclip"]
+    np.testing.assert_allclose(only_atac["atac"].obsm["X_scclip"], z_joint, atol=1e-6)
+
+
+def test_training_learns_better_than_chance(tmp_path):
+    data = synthetic_multiome(600, n_genes=120, peaks_per_gene=2, seed=1)
+    model = scclip.train(data, out_dir=tmp_path, model_config="tiny",
+                         train_config=dict(epochs=6, batch_size=64, lr=1e-3, patience=8), val_size=60)
+    assert model.summary["validation"]["foscttm"] < 0.3  # chance is 0.5
+
+
+def test_checkpoints_hold_no_pickle_and_resume_continues(mdata, tmp_path):
+    cfg = dict(epochs=2, batch_size=64, patience=5)
+    scclip.train(mdata, out_dir=tmp_path, model_config="tiny", train_config=cfg, val_size=40)
+    ck = tmp_path / "checkpoints"
+    assert sorted(p.name for p in ck.iterdir()) == ["best.json", "best.safetensors", "last.json", "last.safetensors"]
+    meta = json.loads((ck / "last.json").read_text())
+    assert meta["state"]["epoch"] == 2
+    model = scclip.train(mdata, out_dir=tmp_path, model_config="tiny", train_config={**cfg, "epochs": 4},
+                         val_size=40, resume=True)
+    assert model.summary["epochs_run"] == 4
+    assert [h["epoch"] for h in model.summary["history"]] == [1, 2, 3, 4]
+
+
+def test_interrupted_checkpoint_pair_is_refused(mdata, tmp_path):
+    scclip.train(mdata, out_dir=tmp_path, model_config="tiny", train_config=dict(epochs=1, batch_size=64), val_size=40)
+    js = tmp_path / "checkpoints" / "last.json"
+    meta = json.loads(js.read_text())
+    meta["token"] = "different"
+    js.write_text(json.dumps(meta))
+    net = load_pretrained(tmp_path).net
+    with pytest.raises(ScclipError, match="different saves"):
+        load_checkpoint(tmp_path / "checkpoints" / "last", model=net)
+
+
+def test_train_errors_are_clear(mdata, tmp_path):
+    with pytest.raises(ScclipError, match="not a column"):
+        scclip.train(mdata, out_dir=tmp_path, model_config="tiny", holdout_key="nope", holdout=["x"])
+    with pytest.raises(ScclipError, match="has no values"):
+        scclip.train(mdata, out_dir=tmp_path, model_config="tiny", holdout_key="batch", holdout=["zzz"])
+    with pytest.raises(ScclipError, match="paired rna and atac"):
+        scclip.train(scclip.embed.__globals__["md"].MuData({"rna": mdata["rna"]}), out_dir=tmp_path)
+
+
+def test_load_pretrained_errors(tmp_path):
+    with pytest.raises(ScclipError, match="no scCLIP model"):
+        load_pretrained(tmp_path / "missing")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{not json")
+    (tmp_path / "bad" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ScclipError, match="not valid JSON"):
+        load_pretrained(tmp_path / "bad")
+
+
+def test_tfidf_model_stores_idf(mdata, tmp_path):
+    model = scclip.train(mdata, out_dir=tmp_path, model_config="tiny", train_config=dict(epochs=1, batch_size=64),
+                         atac_method="tfidf", val_size=40)
+    loaded = load_pretrained(tmp_path)
+    assert loaded.preprocessing["atac"]["method"] == "tfidf"
+    np.testing.assert_array_equal(loaded.idf, model.idf)
+    assert torch.isfinite(torch.from_numpy(scclip.embed(loaded, mdata)["atac"].obsm["X_scclip"])).all()
