@@ -31,12 +31,22 @@ def prepare_modality(model: ScclipModel, adata: ad.AnnData, modality: str, *, ge
         X, prep = prepare_rna(X)
     else:
         X, prep = prepare_atac(X, method=model.preprocessing["atac"]["method"], idf=model.idf)
-    report = {**alignment.report, "count_coverage": float(alignment.count_coverage(adata.X)), "preprocessing": prep}
+    report = {
+        **alignment.report,
+        "count_coverage": float(alignment.count_coverage(adata.X)),
+        "preprocessing": prep,
+    }
     return X, report
 
 
-def build_feature_space(mdata: md.MuData, spec: str | FeatureSpace, *, n_patches: int, genome: str | None,
-                        within_chromosome: bool = False) -> tuple[FeatureSpace, dict]:
+def build_feature_space(
+    mdata: md.MuData,
+    spec: str | FeatureSpace,
+    *,
+    n_patches: int,
+    genome: str | None,
+    within_chromosome: bool = False,
+) -> tuple[FeatureSpace, dict]:
     """``own`` (the training data's features, as in the paper), ``GENOME`` (bundled genes + 5 kb bins),
     ``GENOME:BIN_SIZE``, or the feature space of an existing model folder."""
     if isinstance(spec, FeatureSpace):
@@ -51,17 +61,29 @@ def build_feature_space(mdata: md.MuData, spec: str | FeatureSpace, *, n_patches
         except ValueError:
             msg = f"--feature-space {spec!r}: the bin size after ':' must be an integer number of bp"
             raise ScclipError(msg) from None
-        return make_feature_space(genome=head, rna_kind="genes", atac_kind="bins", bin_size=bin_size, **layout)
+        return make_feature_space(
+            genome=head, rna_kind="genes", atac_kind="bins", bin_size=bin_size, **layout
+        )
     try:
         return load_pretrained(spec).feature_space, {}
     except ScclipError:
-        msg = (f"unknown --feature-space {spec!r}: use 'own', a genome ('mm10', 'hg38', optionally ':BIN_SIZE'), "
-               "or a model folder whose feature space to reuse")
+        msg = (
+            f"unknown --feature-space {spec!r}: use 'own', a genome ('mm10', 'hg38', optionally ':BIN_SIZE'), "
+            "or a model folder whose feature space to reuse"
+        )
         raise ScclipError(msg) from None
 
 
-def split_cells(obs, *, holdout_key: str | None, holdout, val_key: str | None, val_values, val_size: float | int,
-                seed: int) -> dict[str, np.ndarray]:
+def split_cells(
+    obs,
+    *,
+    holdout_key: str | None,
+    holdout,
+    val_key: str | None,
+    val_values,
+    val_size: float | int,
+    seed: int,
+) -> dict[str, np.ndarray]:
     """Row indices of train / validation / held-out cells. Held-out cells never reach training or early stopping."""
     n = obs.shape[0]
     held = np.zeros(n, dtype=bool)
@@ -72,7 +94,9 @@ def split_cells(obs, *, holdout_key: str | None, holdout, val_key: str | None, v
         if key is not None and values:
             unknown = sorted(set(values) - set(obs[key].astype(str)))
             if unknown:
-                msg = f"{what} {key!r} has no values {unknown}; it has {sorted(set(obs[key].astype(str)))[:20]}"
+                msg = (
+                    f"{what} {key!r} has no values {unknown}; it has {sorted(set(obs[key].astype(str)))[:20]}"
+                )
                 raise ScclipError(msg)
     if holdout_key is not None and holdout:
         held = obs[holdout_key].astype(str).isin(list(holdout)).to_numpy()
@@ -131,22 +155,32 @@ def train(
         mcfg = model_config
     else:
         mcfg = get_preset(model_config)
-    tcfg = train_config if isinstance(train_config, TrainConfig) else TrainConfig.from_dict(train_config or {})
+    tcfg = (
+        train_config if isinstance(train_config, TrainConfig) else TrainConfig.from_dict(train_config or {})
+    )
     for m in ("rna", "atac"):
         if m not in mdata.mod:
             msg = f"training needs paired rna and atac; the data has only {list(mdata.mod)}"
             raise ScclipError(msg)
     pairing = pairing_report(mdata)
     mdata = paired_cells(mdata)
-    fs, fs_report = build_feature_space(mdata, feature_space, n_patches=mcfg.n_patches, genome=genome,
-                                        within_chromosome=within_chromosome)
+    fs, fs_report = build_feature_space(
+        mdata, feature_space, n_patches=mcfg.n_patches, genome=genome, within_chromosome=within_chromosome
+    )
     if atac_method not in ("binary", "tfidf"):
         msg = f"atac_method must be 'binary' or 'tfidf', got {atac_method!r}"
         raise ScclipError(msg)
     prep = {"rna": {"method": "log1p", "target_sum": 1e4}, "atac": {"method": atac_method}}
     obs = mdata["rna"].obs
-    split = split_cells(obs, holdout_key=holdout_key, holdout=holdout, val_key=val_key, val_values=val_values,
-                        val_size=val_size, seed=tcfg.seed)
+    split = split_cells(
+        obs,
+        holdout_key=holdout_key,
+        holdout=holdout,
+        val_key=val_key,
+        val_values=val_values,
+        val_size=val_size,
+        seed=tcfg.seed,
+    )
     idf = None
     if atac_method == "tfidf":
         a = align_features(mdata["atac"], fs["atac"], genome=genome)
@@ -159,25 +193,53 @@ def train(
         svd_init_(model.net.encoders["atac"].embed, X_atac[split["train"]], seed=tcfg.seed)
     device = resolve_device(tcfg.device)
     model.net.to(device)
-    result = fit(model.net, X_rna, X_atac, train_idx=split["train"], val_idx=split["val"], cfg=tcfg,
-                 out_dir=out_dir, resume=resume, progress=progress)
+    result = fit(
+        model.net,
+        X_rna,
+        X_atac,
+        train_idx=split["train"],
+        val_idx=split["val"],
+        cfg=tcfg,
+        out_dir=out_dir,
+        resume=resume,
+        progress=progress,
+    )
     summary = {
-        "data": data_name, "command": command, "pairing": pairing,
-        "feature_space_report": {"rna": rep_rna, "atac": rep_atac, **({"build": fs_report} if fs_report else {})},
-        "n_train_cells": len(split["train"]), "n_val_cells": len(split["val"]),
-        "n_holdout_cells": len(split["holdout"]), "holdout": {"key": holdout_key, "values": list(holdout)},
-        "train_config": tcfg.to_dict(), "model_config": mcfg.to_dict(),
-        **{k: result[k] for k in ("epochs_run", "best_epoch", "stopped_early", "train_seconds", "device", "history")},
+        "data": data_name,
+        "command": command,
+        "pairing": pairing,
+        "feature_space_report": {
+            "rna": rep_rna,
+            "atac": rep_atac,
+            **({"build": fs_report} if fs_report else {}),
+        },
+        "n_train_cells": len(split["train"]),
+        "n_val_cells": len(split["val"]),
+        "n_holdout_cells": len(split["holdout"]),
+        "holdout": {"key": holdout_key, "values": list(holdout)},
+        "train_config": tcfg.to_dict(),
+        "model_config": mcfg.to_dict(),
+        **{
+            k: result[k]
+            for k in ("epochs_run", "best_epoch", "stopped_early", "train_seconds", "device", "history")
+        },
         "cells_per_second": len(split["train"]) * result["epochs_run"] / max(result["train_seconds"], 1e-9),
-        "validation": {"foscttm": result["best_val_foscttm"],
-                       "top1": next((h["val_top1"] for h in result["history"] if h["epoch"] == result["best_epoch"]), None)},
+        "validation": {
+            "foscttm": result["best_val_foscttm"],
+            "top1": next(
+                (h["val_top1"] for h in result["history"] if h["epoch"] == result["best_epoch"]), None
+            ),
+        },
     }
     if len(split["holdout"]) > 1:
         h = split["holdout"]
         zr = encode_csr(model.net, "rna", X_rna[h])
         za = encode_csr(model.net, "atac", X_atac[h])
-        summary["holdout_metrics"] = {"n_cells": len(h), "foscttm": float(foscttm(zr, za)["mean"]),
-                                      "top1": float(topk_accuracy(zr, za, k=1)["mean"])}
+        summary["holdout_metrics"] = {
+            "n_cells": len(h),
+            "foscttm": float(foscttm(zr, za)["mean"]),
+            "top1": float(topk_accuracy(zr, za, k=1)["mean"]),
+        }
     summary["total_seconds"] = time.perf_counter() - t_start
     model.summary = summary
     model.net.to("cpu")
@@ -196,7 +258,9 @@ def _as_mudata(data) -> md.MuData:
 
         mod, _ = _infer_modality(data)
         if mod is None:
-            msg = "cannot tell whether this AnnData is RNA or ATAC; pass a MuData with modality 'rna' or 'atac'"
+            msg = (
+                "cannot tell whether this AnnData is RNA or ATAC; pass a MuData with modality 'rna' or 'atac'"
+            )
             raise ScclipError(msg)
         return md.MuData({mod: data})
     if isinstance(data, dict):
@@ -234,18 +298,30 @@ def embed(
     if paired is None:
         paired = len(mods) == 2 and len(mdata["rna"].obs_names.intersection(mdata["atac"].obs_names)) > 0
     out = {}
-    info: dict = {"model": model.name, "genome": model.feature_space.genome, "paired": bool(paired),
-                  "key": key, "modalities": {}}
+    info: dict = {
+        "model": model.name,
+        "genome": model.feature_space.genome,
+        "paired": bool(paired),
+        "temperature": model.temperature,
+        "key": key,
+        "modalities": {},
+    }
     for m in mods:
         adata = mdata[m]
         X, report = prepare_modality(model, adata, m, genome=genome)
         Z = encode_csr(model.net, m, X, batch_size=batch_size, device=dev)
-        res = ad.AnnData(X=adata.X if copy_counts else None, obs=adata.obs.copy(), var=adata.var if copy_counts else None)
-        if not copy_counts:
+        if copy_counts:
+            res = ad.AnnData(X=adata.X, obs=adata.obs.copy(), var=adata.var.copy())
+        else:
             res = ad.AnnData(obs=adata.obs.copy())
         res.obsm[key] = Z
-        res.uns["scclip"] = {"model": model.name, "modality": m, "paired": bool(paired), "coverage": report,
-                             "temperature": model.temperature}
+        res.uns["scclip"] = {
+            "model": model.name,
+            "modality": m,
+            "paired": bool(paired),
+            "coverage": report,
+            "temperature": model.temperature,
+        }
         info["modalities"][m] = report
         out[m] = res
     result = md.MuData(out)

@@ -31,9 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show Python tracebacks on errors")
 
     t = sub.add_parser(
         "train",
+        parents=[common],
         help="train a model on paired RNA+ATAC cells",
         epilog=EPILOG,
         description="Train scCLIP on paired cells. RUN_DIR/model is the release folder (load it with "
@@ -86,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser(
         "embed",
+        parents=[common],
         help="embed cells with a trained model",
         epilog=EPILOG,
         description="Embed RNA and/or ATAC cells; writes an .h5mu with obsm['X_scclip'] per modality "
@@ -106,13 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--out", required=True, help="output .h5mu")
 
-    m = sub.add_parser("match", help="top-k cross-modal partners of every cell")
+    m = sub.add_parser("match", parents=[common], help="top-k cross-modal partners of every cell")
     m.add_argument("--data", required=True, help="embedded .h5mu (from scclip embed)")
     m.add_argument("--k", type=int, default=10)
     m.add_argument("--out", required=True, help="matches.csv or .parquet")
     m.add_argument("--one-to-one", action="store_true", help="also write a one-to-one assignment table")
 
-    v = sub.add_parser("evaluate", help="integration and matching metrics of an embedded .h5mu (JSON)")
+    v = sub.add_parser("evaluate", parents=[common], help="integration and matching metrics of an embedded .h5mu (JSON)")
     v.add_argument("--data", required=True, help="embedded .h5mu (from scclip embed)")
     v.add_argument("--label-key", default=None, help="obs column with cell types (e.g. cell_type)")
     return p
@@ -152,7 +157,13 @@ def cmd_train(args) -> int:
     from scclip.io import read
 
     _check_positive(args, "epochs", "batch_size", "lr", "patience")
+    if args.val_size < 0:
+        msg = f"--val-size must be >= 0 (a fraction below 1 or a number of cells), got {args.val_size}"
+        raise ScclipError(msg)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        msg = f"--out {out} is a file; the run folder must be a new or empty folder"
+        raise ScclipError(msg)
     if out.exists() and any(out.iterdir()) and not args.resume:
         msg = f"run folder {out} exists and is not empty; choose a new --out, or add --resume to continue it"
         raise ScclipError(msg)
@@ -209,6 +220,7 @@ def cmd_embed(args) -> int:
     from scclip.io import read, read_pair, write_h5mu
     from scclip.pretrained import load_pretrained
 
+    _check_positive(args, "batch_size")
     if args.data and (args.rna or args.atac):
         msg = "give either --data FILE, or --rna/--atac files, not both"
         raise ScclipError(msg)

@@ -34,7 +34,11 @@ def as_embedding(x, *, name: str = "embedding") -> torch.Tensor:
     if hasattr(x, "tocsr") or hasattr(x, "toarray"):
         msg = f"{name} is a sparse matrix; embeddings must be dense (n_cells, n_dims) arrays, e.g. obsm['X_scclip']."
         raise ScclipError(msg)
-    t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    try:
+        t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    except (TypeError, ValueError) as err:
+        msg = f"{name} must be a numeric (n_cells, n_dims) array ({err})."
+        raise ScclipError(msg) from err
     if t.ndim != 2:
         msg = f"{name} must be a 2-D (n_cells, n_dims) array, got shape {tuple(t.shape)}."
         raise ScclipError(msg)
@@ -149,44 +153,62 @@ def paired_pass(
     *,
     metric: str = "cosine",
     chunk_size: int | None = None,
+    ties: bool = True,
     temperatures: Sequence[float] = (),
+    topk: int = 0,
+    device: str | torch.device = "cpu",
 ) -> dict[str, np.ndarray]:
     """One direction of the paired statistics: for each query row ``i`` (true partner ``ref[i]``).
 
-    Returns ``greater`` (other candidates strictly more similar than the partner), ``ties`` (other candidates
-    exactly as similar) and, per temperature ``T``, ``log_p_T`` (log of the partner's row-softmax mass of
-    ``score / T``). The partner's own score is read from the same matrix product as the candidates', so ties
-    are exact. Two ``chunk x m`` buffers are reused; the sign trick (sum of ``sign(s - s_ii)`` and of its absolute
-    value) gives both counts from two cheap reductions.
+    Returns ``sign_sum`` (candidates more similar than the partner minus those less similar), with ``ties``
+    also ``greater`` (other candidates strictly more similar) and ``ties`` (other candidates exactly as
+    similar); per temperature ``T``, ``log_p_T`` (log of the partner's row-softmax mass of ``score / T``); with
+    ``topk > 0``, ``top_idx`` / ``top_score`` (each row's best ``topk`` candidates) from the same pass.
+
+    The partner's own score is read from the same matrix product as the candidates', so ties are exact. Two
+    ``chunk x m`` float32 buffers are reused; the counts come from the sums of ``sign(s - s_ii)`` and of its
+    absolute value (two cheap reductions, exact below 2**24 candidates, float64 beyond).
     """
+    dev = torch.device(device)
     n, m = query.shape[0], ref.shape[0]
     c = auto_chunk(m, chunk_size)
+    ref = ref.to(dev)
     ref_t = ref.T
     bias = _ref_bias(ref, metric)
     rows = min(c, n)
-    s_buf = torch.empty((rows, m), dtype=torch.float32)
-    b_buf = torch.empty((rows, m), dtype=torch.float32)
+    s_buf = torch.empty((rows, m), dtype=torch.float32, device=dev)
+    b_buf = torch.empty((rows, m), dtype=torch.float32, device=dev)
     acc = torch.float64 if m > 2**24 else torch.float32
     sgn = np.empty(n, dtype=np.float64)
-    absum = np.empty(n, dtype=np.float64)
+    absum = np.empty(n, dtype=np.float64) if ties else None
     log_p = {t: np.empty(n, dtype=np.float64) for t in temperatures}
+    top_idx = torch.empty((n, topk), dtype=torch.int64)
+    top_val = torch.empty((n, topk), dtype=torch.float32)
     for i0 in range(0, n, c):
         i1 = min(n, i0 + c)
         w = i1 - i0
         s, b = s_buf[:w], b_buf[:w]
-        _score_block(query[i0:i1], ref_t, bias, s)
-        diag = s[torch.arange(w), torch.arange(i0, i1)].clone().unsqueeze(1)
+        _score_block(query[i0:i1].to(dev), ref_t, bias, s)
+        diag = s[torch.arange(w, device=dev), torch.arange(i0, i1, device=dev)].clone().unsqueeze(1)
+        if topk:
+            v, j = torch.topk(s, topk, dim=1)
+            top_idx[i0:i1], top_val[i0:i1] = j.cpu(), v.cpu()
         for t in temperatures:
             torch.div(s, t, out=b)
-            log_p[t][i0:i1] = (diag[:, 0] / t - torch.logsumexp(b, dim=1)).double().numpy()
+            log_p[t][i0:i1] = (diag[:, 0] / t - torch.logsumexp(b, dim=1)).double().cpu().numpy()
         torch.sub(s, diag, out=b)
         b.sign_()
-        sgn[i0:i1] = b.sum(1, dtype=acc).double().numpy()
-        b.abs_()
-        absum[i0:i1] = b.sum(1, dtype=acc).double().numpy()
+        sgn[i0:i1] = b.sum(1, dtype=acc).double().cpu().numpy()
+        if ties:
+            b.abs_()
+            absum[i0:i1] = b.sum(1, dtype=acc).double().cpu().numpy()
     # The partner itself has sign 0, so it adds nothing to either sum.
-    out = {"greater": np.rint((sgn + absum) / 2), "ties": np.rint((m - 1) - absum)}
+    out = {"sign_sum": np.rint(sgn)}
+    if ties:
+        out.update(greater=np.rint((sgn + absum) / 2), ties=np.rint((m - 1) - absum))
     out.update({f"log_p_{t}": v for t, v in log_p.items()})
+    if topk:
+        out.update(top_idx=top_idx.numpy(), top_score=top_val.numpy())
     return out
 
 
@@ -199,7 +221,8 @@ def _summary(r2a: float, a2r: float) -> dict[str, float]:
 
 
 def _fos(stats: dict, m: int) -> np.ndarray:
-    return (stats["greater"] + 0.5 * stats["ties"]) / (m - 1)
+    # greater + ties / 2 == ((m - 1) + greater - less) / 2: the sign sum alone gives FOSCTTM, ties included.
+    return 0.5 + 0.5 * stats["sign_sum"] / (m - 1)
 
 
 def _hit(stats: dict, k: int) -> np.ndarray:
@@ -219,7 +242,8 @@ def foscttm(rna_emb, atac_emb, *, metric: str = "cosine", chunk_size: int | None
     """
     _check_metric(metric)
     rna, atac = _pair(rna_emb, atac_emb, paired=True)
-    r2a, a2r = _both(_prepare(rna, metric), _prepare(atac, metric), metric=metric, chunk_size=chunk_size)
+    kw = {"metric": metric, "chunk_size": chunk_size, "ties": False}
+    r2a, a2r = _both(_prepare(rna, metric), _prepare(atac, metric), **kw)
     n = rna.shape[0]
     return _summary(_fos(r2a, n).mean(), _fos(a2r, n).mean())
 
@@ -264,7 +288,7 @@ def match_probability(
         msg = f"temperature must be > 0, got {temperature}."
         raise ScclipError(msg)
     rna, atac = _pair(rna_emb, atac_emb, paired=True)
-    kw = {"metric": "cosine", "chunk_size": chunk_size, "temperatures": (float(temperature),)}
+    kw = {"metric": "cosine", "chunk_size": chunk_size, "ties": False, "temperatures": (float(temperature),)}
     r2a, a2r = _both(_prepare(rna, "cosine"), _prepare(atac, "cosine"), **kw)
     key = f"log_p_{float(temperature)}"
     return _summary(np.exp(r2a[key]).mean(), np.exp(a2r[key]).mean())

@@ -96,7 +96,7 @@ class ScclipModel:
 
     @property
     def temperature(self) -> float:
-        return float(1.0 / self.net.scale())
+        return float(1.0 / self.net.scale().detach())
 
     def config_dict(self) -> dict:
         return {

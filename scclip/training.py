@@ -211,7 +211,7 @@ def fit(
             "loss": float(np.mean(losses)),
             "val_foscttm": val["foscttm"],
             "val_top1": val["top1"],
-            "temperature": float(1 / model.scale()),
+            "temperature": float(1 / model.scale().detach()),
             "elapsed": state["elapsed"],
         }
         state["history"].append(record)

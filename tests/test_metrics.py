@@ -223,8 +223,12 @@ def test_label_transfer_matches_naive(pair):
 def _mdata(r, a, labels, *, shuffle_atac=False):
     names = [f"c{i}" for i in range(len(r))]
     obs = pd.DataFrame({"cell_type": labels}, index=names)
-    ra = ad.AnnData(np.zeros((len(r), 1), dtype=np.float32), obs=obs.copy(), var=pd.DataFrame(index=["Gene1"]))
-    aa = ad.AnnData(np.zeros((len(a), 1), dtype=np.float32), obs=obs.copy(), var=pd.DataFrame(index=["chr1:1-9"]))
+    ra = ad.AnnData(
+        np.zeros((len(r), 1), dtype=np.float32), obs=obs.copy(), var=pd.DataFrame(index=["Gene1"])
+    )
+    aa = ad.AnnData(
+        np.zeros((len(a), 1), dtype=np.float32), obs=obs.copy(), var=pd.DataFrame(index=["chr1:1-9"])
+    )
     ra.obsm["X_scclip"], aa.obsm["X_scclip"] = r, a
     if shuffle_atac:
         aa = aa[np.random.default_rng(7).permutation(len(a))].copy()
@@ -240,7 +244,9 @@ def test_evaluate_aligns_by_name_and_is_json_safe(pair):
     for key in ("foscttm", "top1", "top5", "match_probability", "match_probability_learned_T"):
         assert res[key] == pytest.approx(direct[key])
     assert res["foscttm"] == pytest.approx(M.foscttm(r, a)["mean"])
-    assert res["directions"]["top1"]["rna_to_atac"] == pytest.approx(M.topk_accuracy(r, a, k=1)["rna_to_atac"])
+    assert res["directions"]["top1"]["rna_to_atac"] == pytest.approx(
+        M.topk_accuracy(r, a, k=1)["rna_to_atac"]
+    )
     assert res["label_transfer_accuracy"] == pytest.approx(M.label_transfer_accuracy(r, lab, a, lab))
     assert res["n_cells"] == {"rna": 60, "atac": 60, "paired": 60}
     assert res["reasons"] == {}
