@@ -120,3 +120,25 @@ def test_config_presets_and_validation():
         get_preset("nonexistent")
     with pytest.raises(ScclipError, match="unknown model config keys"):
         ModelConfig.from_dict({"d_modell": 3})
+
+
+def test_svd_init_sets_loadings_and_freezing_skips_optimizer():
+    from scclip.model.init import svd_init_
+    from scclip.training import TrainConfig, make_optimizer
+
+    cfg = get_preset("tiny")
+    assert cfg.embedding_init == "svd" and cfg.freeze_embedding
+    net = ScCLIP(cfg, {"rna": _layout(40, cfg.n_patches), "atac": _layout(90, cfg.n_patches)})
+    X = _random_csr(50, 40, 0.3, seed=4)
+    svd_init_(net.encoders["rna"].embed, X)
+    w = net.encoders["rna"].embed.weight
+    assert not w.requires_grad
+    # the loadings span the top right-singular subspace of X
+    _, _, vt = np.linalg.svd(X.toarray(), full_matrices=False)
+    top = vt[:5].T
+    proj = top @ (top.T @ w.detach().numpy()[:, :5])
+    np.testing.assert_allclose(proj, w.detach().numpy()[:, :5], atol=1e-3)
+    opt_params = {id(p) for g in make_optimizer(net, TrainConfig()).param_groups for p in g["params"]}
+    assert id(w) not in opt_params
+    trainable = ScCLIP(get_preset("tiny", freeze_embedding=False), {"rna": _layout(40, 8), "atac": _layout(90, 8)})
+    assert trainable.encoders["rna"].embed.weight.requires_grad

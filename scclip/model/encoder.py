@@ -68,6 +68,8 @@ class ModalityEncoder(nn.Module):
             d_model=cfg.d_model,
             mode=cfg.patch_embedding,
         )
+        if cfg.freeze_embedding and cfg.embedding_init == "svd" and cfg.patch_embedding == "per_patch":
+            self.embed.weight.requires_grad_(False)  # fixed PCA/LSI loadings (see ModelConfig.freeze_embedding)
         self.cls = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
         self.pos = nn.Parameter(torch.randn(1, n_patches + 1, cfg.d_model) * 0.02)
         self.drop = nn.Dropout(cfg.dropout)
