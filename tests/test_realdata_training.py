@@ -20,7 +20,7 @@ def test_short_training_reaches_foscttm_025_on_unseen_libraries(snare_h5mu, tmp_
         mdata,
         out_dir=tmp_path / "run",
         model_config="default",
-        train_config=dict(epochs=3, batch_size=256, lr=1e-3, patience=3, seed=0),
+        train_config=dict(epochs=4, batch_size=256, lr=1e-3, patience=3, seed=0),
         holdout_key="batch",
         holdout=TEST_LIBRARIES,
         val_size=500,  # early stopping on training-library cells only
