@@ -266,3 +266,17 @@ def test_evaluate_explains_missing_metrics(pair):
     assert res["label_transfer_accuracy"] == 1.0 and "distinct labels" in res["reasons"]["asw_cell_type"]
     with pytest.raises(ScclipError, match="obsm has no 'X_other'"):
         evaluate(_mdata(r, a, np.zeros(len(r))), key="X_other")
+
+
+@pytest.mark.realdata
+def test_evaluate_on_real_mudata(snare_h5mu):
+    m = md.read_h5mu(snare_h5mu)
+    m = m[m.obs["batch"] == "09J"].copy()  # one library (841 cells) keeps the test quick
+    rng = np.random.default_rng(0)
+    for mod in ("rna", "atac"):
+        m.mod[mod].obsm["X_scclip"] = rng.normal(size=(m.mod[mod].n_obs, 16)).astype(np.float32)
+    res = evaluate(m, label_key="cell_type")
+    assert res["n_cells"]["paired"] == m.mod["rna"].n_obs == 841
+    assert abs(res["foscttm"] - 0.5) < 0.02  # random embedding: chance
+    assert res["mixing_entropy"] > 0.9 and res["reasons"] == {}
+    assert 0.2 < res["label_transfer_accuracy"] < 0.5

@@ -1,0 +1,215 @@
+"""One-call evaluation of a joint RNA/ATAC embedding stored in a MuData object."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from scclip import metrics
+from scclip.errors import ScclipError
+
+#: Temperature of the NeurIPS 2021 match-probability score reported for every model.
+MATCH_TEMPERATURE = 0.05
+
+
+def _float(x) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _modality(mdata, name: str):
+    mods = getattr(mdata, "mod", None)
+    if mods is None or name not in mods:
+        have = sorted(mods) if mods is not None else []
+        msg = f"the MuData object has no '{name}' modality (it has {have}); load paired RNA + ATAC data as mdata['rna'] and mdata['atac']."
+        raise ScclipError(msg)
+    return mods[name]
+
+
+def _embedding(adata, name: str, key: str) -> np.ndarray:
+    if key not in adata.obsm:
+        msg = f"mdata['{name}'].obsm has no '{key}' (it has {sorted(adata.obsm)}); embed the cells first (e.g. `scclip embed`) or pass key=."
+        raise ScclipError(msg)
+    return np.asarray(adata.obsm[key])
+
+
+def _labels(mdata, adata, label_key: str) -> np.ndarray | None:
+    if label_key in adata.obs:
+        return adata.obs[label_key].to_numpy(dtype=object)
+    if label_key in mdata.obs:
+        return mdata.obs[label_key].reindex(adata.obs_names).to_numpy(dtype=object)
+    return None
+
+
+def _align(rna_names: pd.Index, atac_names: pd.Index) -> tuple[np.ndarray | None, str | None]:
+    """Positions of the RNA cells in the ATAC object, or ``(None, reason)`` when the cells are not paired."""
+    if not rna_names.is_unique or not atac_names.is_unique:
+        return (
+            None,
+            "obs_names are not unique within a modality, so RNA and ATAC cells cannot be paired by name",
+        )
+    shared = rna_names.intersection(atac_names)
+    if len(shared) != len(rna_names) or len(shared) != len(atac_names):
+        return None, (
+            f"RNA ({len(rna_names)} cells) and ATAC ({len(atac_names)} cells) share {len(shared)} obs_names; "
+            "pairing metrics need the same cells in both modalities (subset both to the shared cells)"
+        )
+    return atac_names.get_indexer(rna_names), None
+
+
+def evaluate_embeddings(
+    rna_emb,
+    atac_emb,
+    *,
+    paired: bool = True,
+    rna_labels=None,
+    atac_labels=None,
+    k_mixing: int = 30,
+    temperature: float | None = None,
+    chunk_size: int | None = None,
+    reasons: dict[str, str] | None = None,
+) -> dict:
+    """All metrics of :func:`evaluate` from arrays (row ``i`` of both embeddings is one cell when ``paired``).
+
+    ``reasons`` pre-fills the explanations of metrics that cannot be computed (used by :func:`evaluate`).
+    """
+    rna = metrics.as_embedding(rna_emb, name="rna_emb")
+    atac = metrics.as_embedding(atac_emb, name="atac_emb")
+    why = dict(reasons or {})
+    res: dict = {
+        "foscttm": None,
+        "top1": None,
+        "top5": None,
+        "match_probability": None,
+        "asw_cell_type": None,
+        "mixing_entropy": None,
+        "label_transfer_accuracy": None,
+        "directions": {},
+        "n_cells": {"rna": int(rna.shape[0]), "atac": int(atac.shape[0]), "paired": 0},
+    }
+    if temperature is not None:
+        res["match_probability_learned_T"] = None
+        res["temperature"] = _float(temperature)
+    pair_keys = ["foscttm", "top1", "top5", "match_probability"] + (
+        ["match_probability_learned_T"] if temperature is not None else []
+    )
+    if paired:
+        try:
+            temps = (MATCH_TEMPERATURE,) + ((float(temperature),) if temperature is not None else ())
+            pm = metrics.paired_metrics(rna, atac, ks=(1, 5), temperatures=temps, chunk_size=chunk_size)
+        except ScclipError as err:
+            why.update(dict.fromkeys(pair_keys, str(err)))
+        else:
+            res["n_cells"]["paired"] = int(rna.shape[0])
+            named = {"foscttm": pm["foscttm"], "top1": pm["top1"], "top5": pm["top5"]}
+            named["match_probability"] = pm[f"match_probability@{MATCH_TEMPERATURE:g}"]
+            if temperature is not None:
+                named["match_probability_learned_T"] = pm[f"match_probability@{float(temperature):g}"]
+            for name, summary in named.items():
+                res[name] = _float(summary["mean"])
+                res["directions"][name] = {d: _float(summary[d]) for d in ("rna_to_atac", "atac_to_rna")}
+    else:
+        for name in pair_keys:
+            why.setdefault(name, "the RNA and ATAC cells are not paired")
+
+    try:
+        res["mixing_entropy"] = _float(metrics.modality_mixing(rna, atac, k=k_mixing, chunk_size=chunk_size))
+    except ScclipError as err:
+        why["mixing_entropy"] = str(err)
+
+    if rna_labels is None or atac_labels is None:
+        for name in ("asw_cell_type", "label_transfer_accuracy"):
+            why.setdefault(
+                name, "no cell-type labels (pass label_key= naming an obs column present in both modalities)"
+            )
+    else:
+        try:
+            emb = np.concatenate([rna.numpy(), atac.numpy()])
+            lab = np.concatenate(
+                [np.asarray(rna_labels, dtype=object), np.asarray(atac_labels, dtype=object)]
+            )
+            res["asw_cell_type"] = _float(metrics.celltype_asw(emb, lab))
+        except ScclipError as err:
+            why["asw_cell_type"] = str(err)
+        try:
+            acc = metrics.label_transfer_accuracy(
+                rna, rna_labels, atac, atac_labels, k=15, chunk_size=chunk_size
+            )
+            res["label_transfer_accuracy"] = _float(acc)
+        except ScclipError as err:
+            why["label_transfer_accuracy"] = str(err)
+    res["reasons"] = {k: v for k, v in why.items() if res.get(k) is None}
+    return res
+
+
+def evaluate(
+    mdata,
+    *,
+    key: str = "X_scclip",
+    label_key: str | None = None,
+    k_mixing: int = 30,
+    temperature: float | None = None,
+    chunk_size: int | None = None,
+) -> dict:
+    """Evaluate the joint embedding ``mdata['rna'].obsm[key]`` / ``mdata['atac'].obsm[key]``.
+
+    Parameters
+    ----------
+    mdata
+        MuData with modalities ``rna`` and ``atac``, both holding ``obsm[key]`` in the same space.
+    key
+        obsm key of the embedding.
+    label_key
+        obs column with cell types (looked up in each modality's obs, then in ``mdata.obs``).
+    k_mixing
+        Neighbours for the modality-mixing entropy.
+    temperature
+        The model's learned softmax temperature; adds ``match_probability_learned_T``.
+
+    Returns
+    -------
+    JSON-safe dict: ``foscttm``, ``top1``, ``top5`` (means of both directions), ``match_probability`` (at
+    T = 0.05), ``match_probability_learned_T`` (when ``temperature`` is given), ``asw_cell_type``,
+    ``mixing_entropy`` (log2, 1 = perfect), ``label_transfer_accuracy`` (RNA -> ATAC, k = 15), ``directions``
+    (per-direction values of the paired metrics), ``n_cells`` (``{"rna", "atac", "paired"}``) and ``reasons``
+    (metric -> why it is ``None``). Pairing metrics need both modalities to hold the same set of obs_names (any
+    order; they are aligned by name); label metrics need ``label_key``.
+    """
+    rna_ad, atac_ad = _modality(mdata, "rna"), _modality(mdata, "atac")
+    rna_emb = _embedding(rna_ad, "rna", key)
+    atac_emb = _embedding(atac_ad, "atac", key)
+    order, why_unpaired = _align(pd.Index(rna_ad.obs_names), pd.Index(atac_ad.obs_names))
+    rna_lab = atac_lab = None
+    reasons: dict[str, str] = {}
+    if label_key is not None:
+        rna_lab = _labels(mdata, rna_ad, label_key)
+        atac_lab = _labels(mdata, atac_ad, label_key)
+        if rna_lab is None or atac_lab is None:
+            where = "mdata['rna'].obs" if rna_lab is None else "mdata['atac'].obs"
+            why = f"label_key '{label_key}' is not a column of {where} or mdata.obs"
+            reasons = {"asw_cell_type": why, "label_transfer_accuracy": why}
+            rna_lab = atac_lab = None
+    if order is not None:
+        atac_emb = atac_emb[order]
+        atac_lab = None if atac_lab is None else atac_lab[order]
+    else:
+        reasons.update(
+            dict.fromkeys(
+                ["foscttm", "top1", "top5", "match_probability", "match_probability_learned_T"], why_unpaired
+            )
+        )
+    return evaluate_embeddings(
+        rna_emb,
+        atac_emb,
+        paired=order is not None,
+        rna_labels=rna_lab,
+        atac_labels=atac_lab,
+        k_mixing=k_mixing,
+        temperature=temperature,
+        chunk_size=chunk_size,
+        reasons=reasons,
+    )
