@@ -11,10 +11,18 @@ from scclip.errors import ScclipError
 
 
 def _read_embedded(path: str):
-    from scclip.api import EMBED_KEY
-    from scclip.io import read
+    import mudata as md
 
-    mdata = read(path)
+    from scclip.api import EMBED_KEY
+
+    if not Path(path).is_file():
+        msg = f"{path} does not exist; create it with `scclip embed --model MODEL --data DATA --out {path}`"
+        raise ScclipError(msg)
+    try:
+        mdata = md.read_h5mu(path)
+    except Exception as err:  # not HDF5 / not a MuData layout
+        msg = f"{path} is not a readable .h5mu file ({type(err).__name__}: {err}); pass the output of `scclip embed`"
+        raise ScclipError(msg) from None
     missing = [m for m in ("rna", "atac") if m not in mdata.mod]
     if missing:
         msg = f"{path} lacks the {missing} modality; matching needs both rna and atac embeddings"
