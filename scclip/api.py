@@ -23,20 +23,25 @@ EMBED_KEY = "X_scclip"
 DEFAULT_RUNS_DIR = Path("runs")
 
 
+def map_modality(adata: ad.AnnData, features, *, genome: str | None = None):
+    """Counts of one modality on the model's features: (CSR cells x model features, coverage report)."""
+    alignment = align_features(adata, features, genome=genome)
+    report = {**alignment.report, "count_coverage": float(alignment.count_coverage(adata.X))}
+    return alignment.transform(adata.X), report
+
+
+def preprocess_modality(model: ScclipModel, X, modality: str):
+    """The model's preprocessing of mapped counts: (CSR, what was done)."""
+    if modality == "rna":
+        return prepare_rna(X)
+    return prepare_atac(X, method=model.preprocessing["atac"]["method"], idf=model.idf)
+
+
 def prepare_modality(model: ScclipModel, adata: ad.AnnData, modality: str, *, genome: str | None = None):
     """Map one modality onto the model's features and preprocess it: (CSR cells x model features, report)."""
-    alignment = align_features(adata, model.feature_space[modality], genome=genome)
-    X = alignment.transform(adata.X)
-    if modality == "rna":
-        X, prep = prepare_rna(X)
-    else:
-        X, prep = prepare_atac(X, method=model.preprocessing["atac"]["method"], idf=model.idf)
-    report = {
-        **alignment.report,
-        "count_coverage": float(alignment.count_coverage(adata.X)),
-        "preprocessing": prep,
-    }
-    return X, report
+    X, report = map_modality(adata, model.feature_space[modality], genome=genome)
+    X, prep = preprocess_modality(model, X, modality)
+    return X, {**report, "preprocessing": prep}
 
 
 def build_feature_space(
@@ -181,13 +186,15 @@ def train(
         val_size=val_size,
         seed=tcfg.seed,
     )
-    idf = None
-    if atac_method == "tfidf":
-        a = align_features(mdata["atac"], fs["atac"], genome=genome)
-        idf = tfidf_fit(a.transform(mdata["atac"].X)[split["train"]])  # idf from training cells only
+    counts = {m: map_modality(mdata[m], fs[m], genome=genome) for m in ("rna", "atac")}
+    # idf from training cells only
+    idf = tfidf_fit(counts["atac"][0][split["train"]]) if atac_method == "tfidf" else None
     model = ScclipModel.create(fs, mcfg, preprocessing=prep, idf=idf)
-    X_rna, rep_rna = prepare_modality(model, mdata["rna"], "rna", genome=genome)
-    X_atac, rep_atac = prepare_modality(model, mdata["atac"], "atac", genome=genome)
+    prepared = {}
+    for m, (X, report) in counts.items():
+        X, done = preprocess_modality(model, X, m)
+        prepared[m] = (X, {**report, "preprocessing": done})
+    (X_rna, rep_rna), (X_atac, rep_atac) = prepared["rna"], prepared["atac"]
     if mcfg.embedding_init == "svd" and not resume:
         svd_init_(model.net.encoders["rna"].embed, X_rna[split["train"]], seed=tcfg.seed)
         svd_init_(model.net.encoders["atac"].embed, X_atac[split["train"]], seed=tcfg.seed)
@@ -251,10 +258,7 @@ def _as_mudata(data) -> md.MuData:
     if isinstance(data, md.MuData):
         return data
     if isinstance(data, ad.AnnData):
-        from scclip.io import (
-            _infer_modality,
-            read,  # noqa: F401  (same inference rules as files)
-        )
+        from scclip.io import _infer_modality  # same inference rules as files
 
         mod, _ = _infer_modality(data)
         if mod is None:
