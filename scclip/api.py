@@ -10,6 +10,7 @@ import anndata as ad
 import mudata as md
 import numpy as np
 
+from scclip import gap
 from scclip.align import align_features
 from scclip.errors import ScclipError
 from scclip.features import FeatureSpace, make_feature_space
@@ -250,7 +251,10 @@ def train(
     summary["total_seconds"] = time.perf_counter() - t_start
     model.summary = summary
     model.net.to("cpu")
-    model.save_pretrained(Path(out_dir) / "model")
+    from scclip.training import is_main_process  # under torchrun only rank 0 writes the release folder
+
+    if is_main_process():
+        model.save_pretrained(Path(out_dir) / "model")
     return model
 
 
@@ -283,6 +287,8 @@ def embed(
     paired: bool | None = None,
     key: str = EMBED_KEY,
     copy_counts: bool = False,
+    close_gap: bool = True,
+    gap_k: int = gap.DEFAULT_K,
 ) -> md.MuData:
     """Embed RNA and/or ATAC cells; returns a MuData whose modalities carry ``.obsm[key]`` (float32, unit norm).
 
@@ -310,24 +316,41 @@ def embed(
         "key": key,
         "modalities": {},
     }
+    raw = {}
+    for m in mods:
+        X, report = prepare_modality(model, mdata[m], m, genome=genome)
+        raw[m] = encode_csr(model.net, m, X, batch_size=batch_size, device=dev)
+        info["modalities"][m] = report
+    joint, info["gap"] = _joint_embedding(raw, close_gap=close_gap, k=gap_k, device=dev)
     for m in mods:
         adata = mdata[m]
-        X, report = prepare_modality(model, adata, m, genome=genome)
-        Z = encode_csr(model.net, m, X, batch_size=batch_size, device=dev)
         if copy_counts:
             res = ad.AnnData(X=adata.X, obs=adata.obs.copy(), var=adata.var.copy())
         else:
             res = ad.AnnData(obs=adata.obs.copy())
-        res.obsm[key] = Z
+        res.obsm[key] = joint[m]
+        res.obsm[f"{key}_raw"] = raw[m]
         res.uns["scclip"] = {
             "model": model.name,
             "modality": m,
             "paired": bool(paired),
-            "coverage": report,
+            "coverage": info["modalities"][m],
             "temperature": model.temperature,
+            "gap_closed": bool(info["gap"]["closed"]),
         }
-        info["modalities"][m] = report
         out[m] = res
     result = md.MuData(out)
     result.uns["scclip"] = info
     return result
+
+
+def _joint_embedding(raw: dict, *, close_gap: bool, k: int, device) -> tuple[dict, dict]:
+    """Gap-closed embeddings per modality (or the raw ones with the reason) and the record for ``uns``."""
+    if not close_gap:
+        return dict(raw), {"closed": False, "reason": "close_gap=False was asked for"}
+    if set(raw) != {"rna", "atac"}:
+        why = "cross-modal completion needs both modalities; only " + ", ".join(raw) + " was given"
+        return dict(raw), {"closed": False, "reason": why}
+    dev = "cuda" if str(device).startswith("cuda") else "cpu"
+    jr, ja, rec = gap.close_gap(raw["rna"], raw["atac"], k=k, device=dev)
+    return {"rna": jr, "atac": ja}, {"closed": True, **rec}

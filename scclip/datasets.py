@@ -1,4 +1,9 @@
-"""Datasets: a seeded multiome simulator (tests, offline demo) and loaders for real data."""
+"""Datasets: a seeded multiome simulator (tests, offline demo) and loaders for real data.
+
+- :func:`synthetic_multiome`: paired RNA + ATAC simulated on real mm10 coordinates.
+- :func:`chen2019_snareseq`: the real SNARE-seq mouse cortex data from a local folder, or downloaded on request
+  (implemented in :mod:`scclip.datasets_snareseq`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from scclip.datasets_snareseq import chen2019_snareseq
 from scclip.genome import gene_table
+
+__all__ = ["chen2019_snareseq", "synthetic_multiome"]
 
 
 def synthetic_multiome(

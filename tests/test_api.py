@@ -78,8 +78,27 @@ def test_embed_single_modality_and_unpaired(trained, mdata):
     model, _ = trained
     only_atac = scclip.embed(model, {"atac": mdata["atac"]})
     assert list(only_atac.mod) == ["atac"] and only_atac.uns["scclip"]["paired"] is False
-    z_joint = scclip.embed(model, mdata)["atac"].obsm["X_scclip"]
-    np.testing.assert_allclose(only_atac["atac"].obsm["X_scclip"], z_joint, atol=1e-6)
+    both = scclip.embed(model, mdata)
+    # one modality: no completion possible, X_scclip is the model's own embedding, and the reason is recorded
+    np.testing.assert_allclose(only_atac["atac"].obsm["X_scclip"], both["atac"].obsm["X_scclip_raw"], atol=1e-6)
+    assert only_atac.uns["scclip"]["gap"]["closed"] is False
+    assert "both modalities" in only_atac.uns["scclip"]["gap"]["reason"]
+    assert both.uns["scclip"]["gap"]["closed"] is True
+
+
+def test_embed_closes_gap_and_keeps_raw(trained, mdata):
+    model, _ = trained
+    emb = scclip.embed(model, mdata, gap_k=5)
+    rec = emb.uns["scclip"]["gap"]
+    assert rec["method"] == "cross-modal completion" and rec["k"] == 5
+    for m in ("rna", "atac"):
+        joint, raw = emb[m].obsm["X_scclip"], emb[m].obsm["X_scclip_raw"]
+        assert joint.shape == raw.shape and not np.allclose(joint, raw)
+        np.testing.assert_allclose(np.linalg.norm(joint, axis=1), 1.0, rtol=1e-5)
+    assert rec["gap_after"]["mean_distance"] < rec["gap_before"]["mean_distance"]
+    off = scclip.embed(model, mdata, close_gap=False)
+    np.testing.assert_array_equal(off["rna"].obsm["X_scclip"], off["rna"].obsm["X_scclip_raw"])
+    assert off.uns["scclip"]["gap"]["closed"] is False
 
 
 def test_training_learns_better_than_chance(tmp_path):

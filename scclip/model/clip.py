@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -55,14 +57,36 @@ class ScCLIP(nn.Module):
         return self.logit_scale.clamp(max=self.cfg.logit_scale_max).exp()
 
 
+class _AllGather(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every rank's gradient of this rank's slice (any backend)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)  # sum over ranks of d(loss_r) / d(all features)
+        n = grad.shape[0] // dist.get_world_size()
+        return grad[dist.get_rank() * n : (dist.get_rank() + 1) * n]
+
+
 def gather_features(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` over all ranks, keeping this rank's slice differentiable (identity when not distributed)."""
+    """Concatenate ``x`` over all ranks (identity when not distributed), differentiable for every slice.
+
+    Each rank's loss scores its local cells against all ranks' features; the backward pass sends the
+    gradient of every rank's loss with respect to this rank's features back here, so rank ``r``'s parameter
+    gradient is ``sum_{i in r} d(sum_s L_s)/dz_i dz_i/dtheta``; DDP's mean over the ``W`` ranks is then
+    ``d((1/W) sum_s L_s)/dtheta``, the gradient of the global-batch loss (open_clip's ``local_loss`` with
+    ``gather_with_grad``; no loss scaling). Gathering without gradients for the other ranks' slices would
+    drop the terms where this rank's cells are negatives of another rank's cells.
+    """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
-    parts = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    parts[dist.get_rank()] = x
-    return torch.cat(parts, dim=0)
+    return _AllGather.apply(x)
 
 
 class ClipLoss(nn.Module):
@@ -70,7 +94,22 @@ class ClipLoss(nn.Module):
 
     With several ranks, each rank scores its local cells against the features gathered from all ranks
     (open_clip's ``local_loss`` scheme), so the effective batch is the global one.
+
+    Parameters
+    ----------
+    intra_negatives
+        Weight ``w`` of same-modality negatives. ``0`` is plain CLIP: an RNA cell competes only with the other
+        cells' ATAC profiles. With ``w > 0`` the other cells' RNA profiles are negatives too (their logits get
+        ``+ log w``; ``w = 1`` is SimCLR's NT-Xent over 2N views). This forbids a cell from being closer to
+        cells of its own modality than to its partner, which is what leaves a modality gap.
     """
+
+    def __init__(self, intra_negatives: float = 0.0) -> None:
+        super().__init__()
+        if intra_negatives < 0:
+            msg = f"intra_negatives must be >= 0, got {intra_negatives}"
+            raise ValueError(msg)
+        self.intra_negatives = float(intra_negatives)
 
     def forward(self, rna: torch.Tensor, atac: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         all_rna, all_atac = gather_features(rna), gather_features(atac)
@@ -78,4 +117,17 @@ class ClipLoss(nn.Module):
         labels = torch.arange(rna.shape[0], device=rna.device) + rank * rna.shape[0]
         logits_rna = scale * rna @ all_atac.T  # (n_local, N)
         logits_atac = scale * atac @ all_rna.T  # (n_local, N)
+        if self.intra_negatives > 0:
+            logits_rna = torch.cat(
+                [logits_rna, self._intra(rna, all_rna, scale, labels)], dim=1
+            )  # (n_local, 2N)
+            logits_atac = torch.cat([logits_atac, self._intra(atac, all_atac, scale, labels)], dim=1)
         return (F.cross_entropy(logits_rna, labels) + F.cross_entropy(logits_atac, labels)) / 2
+
+    def _intra(
+        self, x: torch.Tensor, all_x: torch.Tensor, scale: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """Same-modality logits (n_local, N) with each cell's own entry masked out."""
+        logits = scale * x @ all_x.T + math.log(self.intra_negatives)
+        own = F.one_hot(labels, all_x.shape[0]).bool()
+        return logits.masked_fill(own, float("-inf"))
