@@ -13,7 +13,7 @@ import numpy as np
 from scclip import gap
 from scclip.align import align_features
 from scclip.errors import ScclipError
-from scclip.features import FeatureSpace, make_feature_space
+from scclip.features import FeatureSpace, make_feature_space, restrict_to_observed
 from scclip.model import ModelConfig, get_preset
 from scclip.model.init import svd_init_
 from scclip.preprocess import prepare_atac, prepare_rna, tfidf_fit
@@ -53,8 +53,12 @@ def build_feature_space(
     genome: str | None,
     within_chromosome: bool = False,
 ) -> tuple[FeatureSpace, dict]:
-    """``own`` (the training data's features, as in the paper), ``GENOME`` (bundled genes + 5 kb bins),
-    ``GENOME:BIN_SIZE``, or the feature space of an existing model folder."""
+    """The feature space to train on.
+
+    ``own`` (the training data's features, as in the paper); ``GENOME[:BIN_SIZE[:SCOPE]]`` (the bundled gene
+    table + fixed-width genome bins, 5 kb by default; SCOPE ``observed`` (default) keeps the reference features
+    the training data touch, ``all`` keeps the whole grid); or the feature space of an existing model folder.
+    """
     if isinstance(spec, FeatureSpace):
         return spec, {}
     layout = {"n_patches": n_patches, "within_chromosome": within_chromosome}
@@ -62,14 +66,23 @@ def build_feature_space(
         return make_feature_space(rna=mdata["rna"], atac=mdata["atac"], genome=genome, **layout)
     head, _, tail = spec.partition(":")
     if head.lower() in ("mm10", "hg38", "grcm38", "grch38"):
+        size, _, scope = tail.partition(":")
         try:
-            bin_size = int(tail) if tail else 5000
+            bin_size = int(size) if size else 5000
         except ValueError:
             msg = f"--feature-space {spec!r}: the bin size after ':' must be an integer number of bp"
             raise ScclipError(msg) from None
-        return make_feature_space(
+        if scope not in ("", "observed", "all"):
+            msg = (
+                f"--feature-space {spec!r}: the part after the bin size must be 'observed' (default) or 'all'"
+            )
+            raise ScclipError(msg)
+        space, reports = make_feature_space(
             genome=head, rna_kind="genes", atac_kind="bins", bin_size=bin_size, **layout
         )
+        if scope == "all":
+            return space, reports
+        return _observed_space(mdata, space, genome=genome), reports
     try:
         return load_pretrained(spec).feature_space, {}
     except ScclipError:
@@ -78,6 +91,18 @@ def build_feature_space(
             "or a model folder whose feature space to reuse"
         )
         raise ScclipError(msg) from None
+
+
+def _observed_space(mdata: md.MuData, space: FeatureSpace, *, genome: str | None) -> FeatureSpace:
+    """Restrict a reference feature space to the features the training data touch (same alignment as users)."""
+    kept = {}
+    for m in space.modalities:
+        if m not in mdata.mod:
+            kept[m] = space[m]
+            continue
+        matrix = align_features(mdata[m], space[m], genome=genome).matrix
+        kept[m] = restrict_to_observed(space[m], np.diff(matrix.tocsc().indptr) > 0)
+    return FeatureSpace(space.genome, **kept)
 
 
 def split_cells(

@@ -143,6 +143,7 @@ class ModalityFeatures:
     within_chromosome: bool = False
     genome: str | None = None
     chromosomes: list[str] | None = field(default=None, repr=False)
+    observed_only: bool = False
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -211,7 +212,16 @@ class ModalityFeatures:
         ids = df["id"].fillna("").astype(str).to_numpy() if "id" in df else None
         if ids is not None and not (ids != "").any():
             ids = None
-        keys = ("kind", "bin_size", "n_patches", "patch_size", "within_chromosome", "genome", "chromosomes")
+        keys = (
+            "kind",
+            "bin_size",
+            "n_patches",
+            "patch_size",
+            "within_chromosome",
+            "genome",
+            "chromosomes",
+            "observed_only",
+        )
         kwargs = {k: spec[k] for k in keys if k in spec}
         return cls(
             modality=modality,
@@ -236,6 +246,7 @@ class ModalityFeatures:
             "bin_size": None if self.bin_size is None else int(self.bin_size),
             "has_ids": self.ids is not None,
             "with_coordinates": int((self.chrom != "").sum()),
+            "observed_only": bool(self.observed_only),
         }
         if self.kind == "bins":
             out["chromosomes"] = list(self.chromosomes or pd.unique(self.chrom).tolist())
@@ -452,11 +463,11 @@ class FeatureSpace:
         }
 
     def save(self, directory: str | Path) -> dict:
-        """Write ``features_{modality}.tsv.gz`` (not for kind "bins", rebuilt from the spec) and return to_dict()."""
+        """Write ``features_{modality}.tsv.gz`` (not for a full bin grid, rebuilt from the spec); return to_dict()."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for m in self.modalities:
-            if self[m].kind != "bins":
+            if self[m].kind != "bins" or self[m].observed_only:
                 self[m].to_frame().to_csv(
                     directory / f"features_{m}.tsv.gz",
                     sep="\t",
@@ -561,3 +572,34 @@ def make_feature_space(
     if not mods:
         raise ScclipError("no modality given: pass rna= and/or atac= data.")
     return FeatureSpace(genome, **mods), reports
+
+
+def restrict_to_observed(feats: ModalityFeatures, hit: np.ndarray) -> ModalityFeatures:
+    """Keep the reference features marked in ``hit`` (bool per feature), in order, with a fresh patch layout.
+
+    Used for reference feature spaces (gene table, genome bins): a feature that no training cell touches would
+    carry a zero (frozen SVD) embedding, so dropping it loses nothing and keeps the model small. Query features
+    outside the kept set are reported as unmapped by :func:`scclip.align.align_features`.
+    """
+    hit = np.asarray(hit, dtype=bool)
+    if hit.shape != (feats.n_features,):
+        msg = f"hit must have one entry per feature ({feats.n_features}), got shape {hit.shape}"
+        raise ScclipError(msg)
+    if not hit.any():
+        msg = f"no {feats.modality} reference feature is observed in the training data; check the genome"
+        raise ScclipError(msg)
+    return ModalityFeatures(
+        modality=feats.modality,
+        names=feats.names[hit],
+        chrom=feats.chrom[hit],
+        start=feats.start[hit],
+        end=feats.end[hit],
+        ids=None if feats.ids is None else feats.ids[hit],
+        kind=feats.kind,
+        bin_size=feats.bin_size,
+        n_patches=feats.n_patches,
+        within_chromosome=feats.within_chromosome,
+        genome=feats.genome,
+        chromosomes=feats.chromosomes,
+        observed_only=True,
+    )

@@ -158,3 +158,17 @@ def test_tfidf_model_stores_idf(mdata, tmp_path):
     assert loaded.preprocessing["atac"]["method"] == "tfidf"
     np.testing.assert_array_equal(loaded.idf, model.idf)
     assert torch.isfinite(torch.from_numpy(scclip.embed(loaded, mdata)["atac"].obsm["X_scclip"])).all()
+
+
+def test_reference_feature_space_keeps_observed_features_only():
+    from scclip.api import build_feature_space
+
+    data = synthetic_multiome(80, n_genes=60, peaks_per_gene=2, seed=3)
+    space, _ = build_feature_space(data, "mm10:5000", n_patches=8, genome="mm10")
+    assert space["rna"].kind == "genes" and space["rna"].observed_only
+    assert 0 < space["rna"].n_features <= 60
+    assert space["atac"].kind == "bins" and 0 < space["atac"].n_features <= 120
+    full, _ = build_feature_space(data, "mm10:5000:all", n_patches=8, genome="mm10")
+    assert full["atac"].n_features == 545118 and not full["atac"].observed_only
+    with pytest.raises(ScclipError, match="observed"):
+        build_feature_space(data, "mm10:5000:some", n_patches=8, genome="mm10")
