@@ -57,36 +57,22 @@ def _mean(dicts: list[dict]) -> dict:
     return {k: float(np.mean([d[k] for d in dicts])) for k in dicts[0]}
 
 
-def main(argv: list[str] | None = None) -> None:
-    import mudata as md
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--max-epochs", type=int, default=300)
-    p.add_argument("--cca-components", type=int, nargs="+", default=[20, 25, 30])
-    p.add_argument("--json", type=Path, default=None, help="also write the results here")
-    args = p.parse_args(argv)
-
-    md.set_options(pull_on_update=False)
-    mdata = md.read_h5mu(args.data)
-    split = B.snare_split(mdata)
+def run_baselines(
+    mdata, split, *, seeds: int = 3, max_epochs: int = 300, cca_components=(20, 25, 30)
+) -> dict:
+    """Fit the random floor, PCA+CCA and the contrastive MLP on ``split``; scores on the test cells."""
     labels_all = mdata["rna"].obs["cell_type"].astype(str).to_numpy()
     test_labels = labels_all[split.test]
-    print(
-        f"cells: train {len(split.train)} (fit {len(split.fit)}, val {len(split.val)}), test {len(split.test)}"
-    )
-
     t0 = time.perf_counter()
     rna_f, atac_f = B.pca_lsi_features(mdata, fit_idx=split.train)
     feat_s = time.perf_counter() - t0
     print(f"features (PCA 50 + LSI 50, fitted on training cells): {feat_s:.1f} s", flush=True)
 
     rows, scaling, timings, extra = {}, {}, {}, {}
-    sizes = [s for s in (500, 1000) if s < len(split.test)] + [len(split.test)]
+    sizes = test_sizes(len(split.test))
 
     # random floor
-    per_seed = [B.random_embedding(len(split.test), dim=64, seed=s) for s in range(args.seeds)]
+    per_seed = [B.random_embedding(len(split.test), dim=64, seed=s) for s in range(seeds)]
     rows["random 64-d"] = _mean([_scores(r, a, test_labels) for r, a in per_seed])
     scaling["random 64-d"] = _mean_scaling([_scaling(r, a, sizes) for r, a in per_seed])
     timings["random 64-d"] = 0.0
@@ -95,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     val_fos = {}
     fitted = {}
-    for nc in args.cca_components:
+    for nc in cca_components:
         cca = B.fit_cca(rna_f[split.fit], atac_f[split.fit], n_components=nc)
         val_fos[nc] = foscttm(cca.embed_rna(rna_f[split.val]), cca.embed_atac(atac_f[split.val]))["mean"]
         fitted[nc] = cca
@@ -110,14 +96,14 @@ def main(argv: list[str] | None = None) -> None:
 
     # contrastive MLP, one model per seed
     seed_scores, seed_scaling, seed_times, seed_info = [], [], [], []
-    for s in range(args.seeds):
+    for s in range(seeds):
         res = B.train_contrastive_mlp(
             rna_f[split.fit],
             atac_f[split.fit],
             rna_f[split.val],
             atac_f[split.val],
             seed=s,
-            max_epochs=args.max_epochs,
+            max_epochs=max_epochs,
         )
         r, a = res.model.embed(rna_f[split.test], atac_f[split.test])
         sc = _scores(r, a, test_labels)
@@ -142,46 +128,82 @@ def main(argv: list[str] | None = None) -> None:
     scaling["contrastive MLP"] = _mean_scaling(seed_scaling)
     timings["contrastive MLP"] = float(np.mean(seed_times))
     extra["mlp"] = seed_info
+    extra["features_seconds"] = feat_s
+    notes = [
+        f"random and MLP: mean over {seeds} seeds; CCA with {best_nc} components (chosen on validation)",
+        f"train time: CCA = all {len(cca_components)} selection fits; MLP = mean per seed "
+        f"(PCA/LSI features, {feat_s:.1f} s, not included)",
+    ]
+    return {"rows": rows, "scaling": scaling, "train_seconds": timings, "extra": extra, "notes": notes}
 
+
+def test_sizes(n_test: int) -> list[int]:
+    """Candidate-set sizes for the matching-vs-candidates table."""
+    return [s for s in (500, 1000) if s < n_test] + [n_test]
+
+
+def print_tables(results: dict, n_test: int, reference: dict | None = None) -> None:
+    """One markdown table of all methods, then FOSCTTM / top-1 as the number of candidates grows."""
+    reference = REFERENCE if reference is None else reference
+    sizes = test_sizes(n_test)
     print()
-    print(
-        f"Test libraries 09I + 09J ({len(split.test)} cells); random and MLP: mean over {args.seeds} seeds; "
-        f"CCA with {best_nc} components (chosen on validation)"
-    )
-    print(
-        f"train time: CCA = all {len(args.cca_components)} selection fits; MLP = mean per seed "
-        f"(features, {feat_s:.1f} s, not included)"
-    )
+    print(f"Test libraries 09I + 09J ({n_test} cells). " + "; ".join(results.get("notes", [])))
     print()
     print(
         "| method | FOSCTTM | top-1 | top-5 | match prob (T=0.05) | ASW | mixing | label transfer | train time | reference FOSCTTM |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, sc in rows.items():
-        cells = " | ".join(f"{sc[c]:.3f}" for c in COLUMNS)
-        print(f"| {name} | {cells} | {timings[name]:.1f} s | {REFERENCE[name]:.3f} |")
+    for name, sc in results["rows"].items():
+        cells = " | ".join("-" if sc[c] is None else f"{sc[c]:.3f}" for c in COLUMNS)
+        ref = reference.get(name)
+        ref_s = "-" if ref is None else f"{ref:.3f}"
+        print(f"| {name} | {cells} | {results['train_seconds'][name]:.1f} s | {ref_s} |")
     print()
     print(
-        f"FOSCTTM / top-1 as the number of candidate cells grows (random subsets of the test cells, mean of 5 draws below {len(split.test)})"
+        f"FOSCTTM / top-1 as the number of candidate cells grows (random subsets of the test cells, mean of 5 draws below {n_test})"
     )
     print()
     print("| method | " + " | ".join(f"{n} cells" for n in sizes) + " |")
     print("|---|" + "---|" * len(sizes))
-    for name, sc in scaling.items():
+    for name, sc in results["scaling"].items():
         print(f"| {name} | " + " | ".join(f"{sc[n][0]:.3f} / {sc[n][1]:.3f}" for n in sizes) + " |")
+
+
+def to_json(results: dict) -> dict:
+    out = dict(results)
+    out["scaling"] = {k: {str(n): v for n, v in d.items()} for k, d in results["scaling"].items()}
+    return out
+
+
+def from_json(obj: dict) -> dict:
+    out = dict(obj)
+    out["scaling"] = {k: {int(n): tuple(v) for n, v in d.items()} for k, d in obj["scaling"].items()}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    import mudata as md
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--max-epochs", type=int, default=300)
+    p.add_argument("--cca-components", type=int, nargs="+", default=[20, 25, 30])
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args(argv)
+
+    md.set_options(pull_on_update=False)
+    mdata = md.read_h5mu(args.data)
+    split = B.snare_split(mdata)
+    print(
+        f"cells: train {len(split.train)} (fit {len(split.fit)}, val {len(split.val)}), test {len(split.test)}"
+    )
+    results = run_baselines(
+        mdata, split, seeds=args.seeds, max_epochs=args.max_epochs, cca_components=args.cca_components
+    )
+    print_tables(results, len(split.test))
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "rows": rows,
-                    "train_seconds": timings,
-                    "features_seconds": feat_s,
-                    "scaling": {k: {str(n): v for n, v in d.items()} for k, d in scaling.items()},
-                    **extra,
-                },
-                indent=2,
-            )
-        )
+        args.json.write_text(json.dumps(to_json(results), indent=2))
 
 
 def _mean_scaling(items: list[dict]) -> dict:
