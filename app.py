@@ -1,24 +1,60 @@
-"""scCLIP Explorer — Streamlit entry page (``streamlit run app.py``).
+"""scCLIP Explorer — the Streamlit app (``streamlit run app.py``).
 
-The app is a thin layer over the ``scclip`` library. This first page lists the available models and embeds
-a dataset from a server-side path; the interactive explorer pages live in ``pages/``.
+Pages (``pages/``): Model, Data, Explore (joint UMAP, metrics and cross-modal matches), Zero-shot, Train.
+On start the app opens Explore on a pretrained model and a demo dataset (see ``scclip.explore.default_choice``).
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import streamlit as st
 
-from scclip.pretrained import list_pretrained
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-st.set_page_config(page_title="scCLIP Explorer", layout="wide")
-st.title("scCLIP Explorer")
-st.write(
-    "One embedding space for scRNA-seq and scATAC-seq cells: genome-sorted patch Transformers trained with a "
-    "CLIP loss. Train with `scclip train`, embed with `scclip embed`, evaluate with `scclip evaluate`."
+from pages import common  # noqa: E402
+
+st.set_page_config(page_title="scCLIP Explorer", page_icon=":material/hub:", layout="wide")
+st.markdown(
+    """
+    <style>
+      .block-container {padding-top: 2.2rem; padding-bottom: 2rem; max-width: 1500px;}
+      div[data-testid="stMetricValue"] {font-size: 1.45rem;}
+      div[data-testid="stTable"] table {font-size: 0.86rem;}
+      [data-testid="stAppDeployButton"] {display: none;}
+    </style>
+    """,
+    unsafe_allow_html=True,
 )
-models = list_pretrained()
-st.subheader("Pretrained models")
-if models:
-    st.write(", ".join(f"`{m}`" for m in models))
-else:
-    st.info("No pretrained model is installed yet: train one with `scclip train --data FILE --out runs/NAME`.")
+common.init_state()
+
+PAGES = ROOT / "pages"
+nav = st.navigation(
+    {
+        "scCLIP Explorer": [
+            st.Page(PAGES / "model.py", title="Model", icon=":material/neurology:", url_path="model"),
+            st.Page(PAGES / "data.py", title="Data", icon=":material/dataset:", url_path="data"),
+            st.Page(
+                PAGES / "explore.py",
+                title="Explore",
+                icon=":material/scatter_plot:",
+                url_path="explore",
+                default=True,
+            ),
+            st.Page(
+                PAGES / "zero_shot.py",
+                title="Zero-shot view",
+                icon=":material/travel_explore:",
+                url_path="zero-shot",
+            ),
+            st.Page(PAGES / "train.py", title="Train", icon=":material/model_training:", url_path="train"),
+        ]
+    }
+)
+common.preload_defaults()
+common.sidebar_summary()
+st.session_state["_via_app"] = True  # tells the page it runs inside this navigation (common.ensure_app)
+nav.run()

@@ -106,8 +106,7 @@ def _open_explore(page, url: str) -> float:
 
 
 def _recolour(page, column: str) -> float:
-    box = page.locator('[data-testid="stSelectbox"]').filter(has_text="Colour the right-hand plot by")
-    box.locator('[data-baseweb="select"]').click()
+    page.get_by_role("combobox", name="Colour the right-hand plot by").click()
     option = page.get_by_role("option", name=column, exact=True)
     t0 = time.perf_counter()
     option.click()

@@ -1,0 +1,207 @@
+"""End-to-end in a real browser: ``streamlit run app.py`` + Playwright driving Debian's /usr/bin/chromium.
+
+Data -> Explore, click a point on the UMAP, and check that the matches table names the clicked cell and lists
+exactly the partners ``scclip.match.topk_partners`` returns. Screenshots of every page go to tests/artifacts/.
+Skips cleanly without chromium or the playwright package (never runs ``playwright install``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import scclip
+from scclip import explore
+from scclip.datasets import synthetic_multiome
+from scclip.match import topk_partners
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "tests" / "artifacts"
+CHROMIUM = os.environ.get("SCCLIP_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+#: JS: screen position and customdata of the most isolated drawn cell of the plot number ``idx``.
+PICK_POINT_JS = """
+(idx) => {
+  const gd = document.querySelectorAll('.js-plotly-plot')[idx];
+  const fl = gd._fullLayout, xa = fl.xaxis, ya = fl.yaxis, tr = gd._fullData[0];
+  const r = gd.getBoundingClientRect();
+  const n = tr.x.length, m = Math.min(n, 2000), px = [], py = [];
+  for (let i = 0; i < n; i++) {
+    px.push(r.left + xa._offset + xa.l2p(tr.x[i]));
+    py.push(r.top + ya._offset + ya.l2p(tr.y[i]));
+  }
+  let best = -1, bestd = -1;
+  for (let i = 0; i < m; i++) {
+    if (px[i] < r.left + xa._offset + 30 || py[i] < r.top + ya._offset + 30) continue;
+    if (px[i] > r.left + xa._offset + xa._length - 120) continue;  // keep clear of the legend
+    let d = 1e18;
+    for (let j = 0; j < n; j++) {
+      if (j === i) continue;
+      const dx = px[i] - px[j], dy = py[i] - py[j];
+      d = Math.min(d, dx * dx + dy * dy);
+    }
+    if (d > bestd) { bestd = d; best = i; }
+  }
+  return {x: px[best], y: py[best], cell: Number(tr.customdata[best]), n: n};
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited early: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError("streamlit did not become healthy")
+
+
+def start_app(env: dict, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """``streamlit run app.py`` headless on a free loopback port; returns (process, base URL)."""
+    port = port or _free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
+           "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+    except Exception:
+        proc.kill()
+        raise
+    return proc, url
+
+
+def launch_browser(p):
+    return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def wait_idle(page, timeout: float = 120_000) -> None:
+    """Wait until Streamlit finished the current script run (no 'Running…' status widget)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout, polling=100
+    )
+
+
+def table_rows(page) -> list[list[str]]:
+    rows = page.locator('[data-testid="stTable"] tbody tr')
+    return [[c.strip() for c in rows.nth(i).locator("th, td").all_inner_texts()] for i in range(rows.count())]
+
+
+@pytest.fixture(scope="module")
+def playwright_api():
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
+    sync = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    return sync.sync_playwright
+
+
+@pytest.fixture(scope="module")
+def app_fixture(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    scclip.train(
+        synthetic_multiome(n_cells=300, seed=0),
+        out_dir=root / "run",
+        model_config=scclip.get_preset("tiny"),
+        train_config=scclip.TrainConfig(epochs=2),
+    )
+    shutil.copytree(root / "run" / "model", root / "pretrained" / "demo-tiny")
+    env = {
+        **os.environ,
+        "SCCLIP_PRETRAINED_DIR": str(root / "pretrained"),
+        "SCCLIP_CACHE_DIR": str(root / "cache"),
+        "SCCLIP_RUNS_DIR": str(root / "runs"),
+        "SCCLIP_DEFAULT_MODEL": "demo-tiny",
+        "SCCLIP_DEFAULT_DEMO": "synthetic",
+    }
+    return root, env
+
+
+def test_click_a_cell_shows_its_library_partners(playwright_api, app_fixture):
+    root, env = app_fixture
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    model = scclip.load_pretrained(root / "pretrained" / "demo-tiny")
+    joint = explore.joint_from_embedded(scclip.embed(model, synthetic_multiome(n_cells=300, seed=0)))
+    proc, url = start_app(env)
+    try:
+        with playwright_api() as p:
+            browser = launch_browser(p)
+            page = browser.new_page(viewport={"width": 1440, "height": 2000})
+            page.goto(f"{url}/data")
+            page.get_by_text("Use this demo dataset").wait_for(timeout=120_000)
+            page.get_by_text("Use this demo dataset").click()
+            wait_idle(page)
+            page.get_by_text("Feature coverage against model").wait_for(timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "data.png"))
+
+            page.get_by_role("link", name="Explore", exact=True).click()
+            page.wait_for_selector(".js-plotly-plot", timeout=180_000)
+            page.get_by_text("Embedding quality").wait_for(timeout=120_000)
+            wait_idle(page)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(ARTIFACTS / "explore.png"))
+
+            pt = page.evaluate(PICK_POINT_JS, 1)
+            assert pt["n"] == joint.n
+            page.mouse.click(pt["x"], pt["y"])
+            page.get_by_text("Selected cell").first.wait_for(timeout=60_000)
+            wait_idle(page)
+            page.wait_for_timeout(500)
+            cell = pt["cell"]
+            barcode = joint.obs["barcode"].iloc[cell]
+            header = page.locator(
+                '[data-testid="stMarkdownContainer"]', has_text="Selected cell"
+            ).first.inner_text()
+            assert barcode in header and joint.modality[cell] in header
+
+            other = joint.other(cell)
+            idx, sim = topk_partners(joint.Z[cell : cell + 1], joint.Z[other], k=10)
+            expected = joint.obs["barcode"].to_numpy()[other[idx[0]]].tolist()
+            rows = table_rows(page)
+            assert [r[0] for r in rows] == [str(i) for i in range(1, 11)]
+            got = [r[1] for r in rows]
+            assert got == expected, (got, expected)
+            assert [float(r[2]) for r in rows] == pytest.approx(sim[0].tolist(), abs=6e-4)
+            page.screenshot(path=str(ARTIFACTS / "explore_matches.png"))
+
+            for name, link in (("model", "Model"), ("zero_shot", "Zero-shot view"), ("train", "Train")):
+                page.get_by_role("link", name=link, exact=True).click()
+                page.wait_for_timeout(500)
+                wait_idle(page)
+                if name == "zero_shot":
+                    page.get_by_role("button", name="Build the zero-shot view").click()
+                    page.get_by_text("Query cells").wait_for(timeout=120_000)
+                    wait_idle(page)
+                    page.wait_for_timeout(1000)
+                page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+                assert not page.locator('[data-testid="stException"]').count()
+            browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -1,0 +1,319 @@
+"""The app's pure helpers (scclip.explore): selections -> cells, matches, caches, uploads, zip safety, training."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import scclip
+from scclip import explore
+from scclip.datasets import synthetic_multiome
+from scclip.errors import ScclipError
+from scclip.match import topk_partners
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny model trained for 2 epochs on synthetic cells (seconds on a CPU)."""
+    root = tmp_path_factory.mktemp("tiny")
+    scclip.train(
+        synthetic_multiome(n_cells=300, seed=0),
+        out_dir=root / "run",
+        model_config=scclip.get_preset("tiny"),
+        train_config=scclip.TrainConfig(epochs=2),
+    )
+    shutil.copytree(root / "run" / "model", root / "pretrained" / "demo-tiny")
+    return root / "pretrained" / "demo-tiny"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCCLIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SCCLIP_RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def joint(tiny):
+    model = scclip.load_pretrained(tiny)
+    emb = scclip.embed(model, synthetic_multiome(n_cells=300, seed=0))
+    j = explore.joint_from_embedded(emb)
+    j.umap = np.random.default_rng(0).normal(size=(j.n, 2)).astype(np.float32)
+    return j
+
+
+# --------------------------------------------------------------------------- selections
+def test_click_maps_through_customdata_not_point_index():
+    # a click on the partners trace (curve 3): its point_index is 0 but customdata is the global index
+    event = {
+        "selection": {
+            "points": [{"curve_number": 3, "point_index": 0, "customdata": 417}],
+            "box": [],
+            "lasso": [],
+        }
+    }
+    assert explore.selection_to_cells(event).tolist() == [417]
+    # customdata as a one-element list, several points, legend entries without customdata
+    sel = {"points": [{"customdata": [5]}, {"customdata": 2}, {"point_index": 9}, {"customdata": 5}]}
+    assert explore.selection_to_cells(sel).tolist() == [2, 5]
+    assert explore.selection_to_cells(None).size == 0
+    assert explore.selection_to_cells({"selection": {"points": [], "box": [], "lasso": []}}).size == 0
+
+
+def test_box_and_lasso_cover_all_cells_not_only_drawn():
+    coords = np.array([[0, 0], [1, 1], [2, 2], [3, 3], [0.5, 2.5]], dtype=np.float32)
+    drawn_points = [{"customdata": 1}]  # only one drawn point was reported by the browser
+    box = {"selection": {"points": drawn_points, "box": [{"x": [2.5, 0.5], "y": [0.5, 2.5]}], "lasso": []}}
+    assert explore.selection_to_cells(box, coords).tolist() == [1, 2, 4]
+    mask = np.array([True, True, False, True, True])
+    assert explore.selection_to_cells(box, coords, mask=mask).tolist() == [1, 4]
+    tri = {"lasso": [{"x": [-0.5, 3.5, -0.5], "y": [0.0, 4.0, 4.0]}]}  # above the line y = x + 0.5
+    assert explore.selection_to_cells(tri, coords).tolist() == [4]
+
+
+def test_points_in_polygon_square_and_concave():
+    xy = np.array([[0.5, 0.5], [1.5, 0.5], [0.5, 1.5], [5, 5]])
+    sq = explore.points_in_polygon(xy, [0, 2, 2, 0], [0, 0, 2, 2])
+    assert sq.tolist() == [True, True, True, False]
+    # an L shape: the corner (1.5, 1.5) is outside
+    L = explore.points_in_polygon(np.array([[1.5, 1.5], [0.5, 1.5]]), [0, 2, 2, 1, 1, 0], [0, 0, 1, 1, 2, 2])
+    assert L.tolist() == [False, True]
+
+
+def test_draw_indices_stable_subset():
+    a = explore.draw_indices(1000, 100)
+    b = explore.draw_indices(1000, 100)
+    assert a.tolist() == b.tolist() and len(a) == 100 and np.all(np.diff(a) > 0)
+    mask = np.zeros(1000, dtype=bool)
+    mask[:50] = True
+    assert explore.draw_indices(1000, 100, mask=mask).tolist() == list(range(50))
+
+
+# --------------------------------------------------------------------------- joint table and matches
+def test_joint_table_and_partners_match_library(joint):
+    assert joint.n == 600 and joint.n_rna == 300 and joint.paired
+    assert (joint.partner[:300] == np.arange(300, 600)).all() and (
+        joint.partner[300:] == np.arange(300)
+    ).all()
+    assert list(joint.obs.columns[:2]) == ["barcode", "modality"]
+    for i in (0, 123, 450):
+        table = explore.partners_table(joint, i, k=7)
+        other = joint.other(i)
+        idx, sim = topk_partners(joint.Z[i : i + 1], joint.Z[other], k=7)
+        assert table["cell_index"].tolist() == other[idx[0]].tolist()
+        assert np.allclose(table["similarity"], sim[0])
+        assert (table["modality"] != joint.modality[i]).all()
+        assert "cell_type" in table and "true partner" in table
+    rank = explore.true_partner_rank(joint, 5)
+    sims = explore.similarities(joint, 5)
+    assert rank == 1 + int((sims > sims[5]).sum())
+
+
+def test_find_group_composition_and_transfer(joint):
+    assert joint.find("CELL00007").tolist() == [7, 307]
+    assert joint.find("cell00007", modality="ATAC").tolist() == [307]
+    cells = np.arange(0, 40)
+    partners = explore.group_partners(joint, cells, k=2)
+    assert partners.shape == (80,) and (partners >= 300).all()
+    comp = explore.composition(joint, cells, partners, "cell_type")
+    assert np.isclose(comp["selected cells"].sum(), 1) and np.isclose(comp["their partners"].sum(), 1)
+    res = explore.transfer(joint, "cell_type", source="RNA", k=5)
+    assert len(res) == 300 and (res["modality"] == "ATAC").all()
+    assert res["confidence"].between(0, 1).all() and "correct" in res
+    o2o = explore.one_to_one_table(joint)
+    assert len(o2o) == 300 and "true pair" in o2o
+
+
+def test_figure_has_one_cell_trace_with_global_customdata(joint):
+    drawn = explore.draw_indices(joint.n, 200)
+    fig = explore.umap_figure(
+        joint.umap, joint.obs["cell_type"], drawn, highlight={"query": 3, "partners": [301, 302]}
+    )
+    cells = [t for t in fig.data if t.name == "cells"]
+    assert len(cells) == 1 and cells[0].type == "scattergl"
+    assert list(cells[0].customdata) == drawn.tolist()
+    assert next(t for t in fig.data if t.name == "selected cell").customdata[0] == 3
+    num = explore.umap_figure(joint.umap, pd.Series(np.arange(joint.n, dtype=float)), drawn)
+    assert num.data[0].marker.showscale
+
+
+def test_embedding_and_umap_cache(tiny, env):
+    model = scclip.load_pretrained(tiny)
+    mdata = synthetic_multiome(n_cells=120, seed=0)
+    fp = explore.model_fingerprint(tiny)
+    emb1, cached1 = explore.embed_cached(model, mdata, model_fp=fp)
+    emb2, cached2 = explore.embed_cached(model, mdata, model_fp=fp)
+    assert (cached1, cached2) == (False, True)
+    for m in ("rna", "atac"):
+        assert np.array_equal(emb1[m].obsm["X_scclip"], emb2[m].obsm["X_scclip"])
+    Z = emb1["rna"].obsm["X_scclip"]
+    u1, c1 = explore.umap_cached(Z, key="t")
+    u2, c2 = explore.umap_cached(Z, key="t")
+    assert (c1, c2) == (False, True) and u1.shape == (120, 2) and np.array_equal(u1, u2)
+    assert explore.dataset_fingerprint(mdata) == explore.dataset_fingerprint(
+        synthetic_multiome(n_cells=120, seed=0)
+    )
+    assert explore.dataset_fingerprint(mdata) != explore.dataset_fingerprint(
+        synthetic_multiome(n_cells=121, seed=0)
+    )
+
+
+# --------------------------------------------------------------------------- defaults, uploads, validation
+def test_default_choice(monkeypatch, tmp_path):
+    monkeypatch.delenv("SCCLIP_DEFAULT_MODEL", raising=False)
+    monkeypatch.setenv("SCCLIP_DATA_DIR", str(tmp_path))  # no real data here
+    assert explore.default_choice(["demo-synthetic", "x"]) == ("demo-synthetic", "synthetic")
+    assert explore.default_choice(["mouse-cortex-snareseq", "demo-synthetic"]) == (
+        "demo-synthetic",
+        "synthetic",
+    )
+    (tmp_path / explore.SNARE_FILE).write_bytes(b"")
+    assert explore.default_choice(["mouse-cortex-snareseq", "demo-synthetic"]) == (
+        "mouse-cortex-snareseq",
+        "snare-test",
+    )
+    assert explore.default_choice([]) == (None, "synthetic")
+
+
+def test_synthetic_demo_and_validation(tiny):
+    model = scclip.load_pretrained(tiny)
+    mdata = explore.load_demo("synthetic", model_summary=model.summary)
+    assert mdata.n_obs == 300
+    s = explore.validation_summary(mdata, model)
+    assert s["pairing"]["n_shared"] == 300 and not s["errors"]
+    assert s["modalities"]["rna"]["coverage"]["frac_model_hit"] == 1.0
+    un = explore.load_demo("synthetic-unpaired", model_summary=model.summary)
+    assert un["rna"].obs_names.intersection(un["atac"].obs_names).empty
+
+
+def test_read_files_errors_and_pairing(tmp_path, tiny):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello")
+    with pytest.raises(ScclipError, match="unsupported file"):
+        explore.read_files([bad])
+    broken = tmp_path / "broken.h5ad"
+    broken.write_bytes(b"not hdf5 at all")
+    with pytest.raises(ScclipError):
+        explore.read_files([broken])
+    with pytest.raises(ScclipError, match="does not exist"):
+        explore.read_files([tmp_path / "missing.h5mu"])
+    mdata = synthetic_multiome(n_cells=80, seed=0)
+    rna, atac = tmp_path / "rna.h5ad", tmp_path / "atac.h5ad"
+    mdata["rna"].write_h5ad(rna)
+    mdata["atac"].write_h5ad(atac)
+    got, notes = explore.read_files([rna, atac])
+    assert got["rna"].n_obs == 80 and any("paired" in n for n in notes)
+    got, notes = explore.read_files([rna, atac], paired=False)
+    assert any("unpaired" in n for n in notes)
+
+
+def test_validation_reports_wrong_genome_as_error(tiny):
+    import anndata as ad
+    import mudata as md
+    import scipy.sparse as sp
+
+    model = scclip.load_pretrained(tiny)
+    peaks = [f"chr{c}:{s}-{s + 500}" for c in (20, 21, 22) for s in range(1000, 11000, 1000)]
+    atac = ad.AnnData(sp.random(5, len(peaks), density=0.3, format="csr", dtype=np.float32, random_state=0))
+    atac.var_names = peaks
+    s = explore.validation_summary(md.MuData({"atac": atac}), model)
+    assert s["errors"] and "ATAC" in s["errors"][0]
+
+
+# --------------------------------------------------------------------------- model zips
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_model_zip_ok_and_refusals(tiny, tmp_path):
+    files = {f"demo/{f.name}": f.read_bytes() for f in tiny.iterdir()}
+    good = _zip(tmp_path / "good.zip", files)
+    folder = explore.safe_extract_model_zip(good, tmp_path / "out")
+    assert (folder / "config.json").is_file()
+    scclip.load_pretrained(folder)
+    cases = {
+        "escape": {**files, "../evil.json": b"{}"},
+        "absolute": {**files, "/etc/evil.json": b"{}"},
+        "pickle": {**files, "demo/weights.pkl": b"x"},
+        "script": {**files, "demo/run.py": b"print()"},
+        "no config": {"demo/README.md": b"#"},
+    }
+    for why, members in cases.items():
+        with pytest.raises(ScclipError, match=r"refused|exactly one"):
+            explore.safe_extract_model_zip(_zip(tmp_path / f"{why}.zip", members), tmp_path / why)
+    with pytest.raises(ScclipError, match="more than"):
+        explore.safe_extract_model_zip(good, tmp_path / "big", max_bytes=100)
+    link = tmp_path / "link.zip"
+    with zipfile.ZipFile(link, "w") as zf:
+        for n, d in files.items():
+            zf.writestr(n, d)
+        info = zipfile.ZipInfo("demo/linked.json")
+        info.external_attr = 0o120777 << 16
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(ScclipError, match="symbolic link"):
+        explore.safe_extract_model_zip(link, tmp_path / "link")
+    with pytest.raises(ScclipError, match="not a readable"):
+        (tmp_path / "bad.zip").write_bytes(b"not a zip")
+        explore.safe_extract_model_zip(tmp_path / "bad.zip", tmp_path / "x")
+
+
+# --------------------------------------------------------------------------- background training
+def test_background_training_writes_progress_and_model(env):
+    run = env / "runs" / "t1"
+    spec = {
+        "data": {"demo": "synthetic", "label": "synthetic"},
+        "preset": "tiny",
+        "train_config": {"epochs": 2, "batch_size": 64, "device": "cpu"},
+        "val_size": 0.2,
+    }
+    pid = explore.start_training(run, spec)
+    assert pid > 0
+    with pytest.raises(ScclipError, match="already"):
+        explore.start_training(run, spec)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        prog = explore.read_progress(run)
+        if prog.get("status") in ("done", "failed", "stopped"):
+            break
+        time.sleep(0.5)
+    assert prog["status"] == "done", (prog, (run / "train.log").read_text()[-2000:])
+    assert [h["epoch"] for h in prog["history"]] == [1, 2]
+    assert all("val_foscttm" in h for h in prog["history"])
+    assert (run / "model" / "config.json").is_file()
+    assert any(r["name"] == "t1" and r["model"] for r in explore.list_runs())
+    json.loads((run / "job.json").read_text())
+
+
+def test_stop_training_and_failed_run(env):
+    run = env / "runs" / "t2"
+    spec = {
+        "data": {"demo": "synthetic"},
+        "preset": "tiny",
+        "train_config": {"epochs": 200, "batch_size": 32, "device": "cpu"},
+    }
+    explore.start_training(run, spec)
+    explore.stop_training(run)
+    deadline = time.time() + 120
+    while time.time() < deadline and explore.read_progress(run).get("status") in ("starting", "running"):
+        time.sleep(0.5)
+    assert explore.read_progress(run)["status"] == "stopped"
+    bad = env / "runs" / "t3"
+    explore.start_training(bad, {"data": {"path": str(env / "missing.h5mu")}, "preset": "tiny"})
+    deadline = time.time() + 60
+    while time.time() < deadline and explore.read_progress(bad).get("status") in ("starting", "running"):
+        time.sleep(0.3)
+    prog = explore.read_progress(bad)
+    assert prog["status"] == "failed" and "does not exist" in prog["error"]
+    assert explore.estimate_train_seconds(6000, 20, "default", cuda=False) > explore.estimate_train_seconds(
+        6000, 20, "default", cuda=True
+    )
