@@ -1,0 +1,137 @@
+"""Helpers behind the Streamlit app (``app.py``): pure Python, no Streamlit import.
+
+* demo datasets and the app's default (model, dataset) (:mod:`~scclip.explore.demos`);
+* fingerprints and an on-disk cache of embeddings and UMAP coordinates per (model, dataset)
+  (:mod:`~scclip.explore.cache`);
+* the joint cell table (RNA cells, then ATAC cells: one global index per cell) and its UMAP
+  (:mod:`~scclip.explore.joint`);
+* plotly figures with one ``Scattergl`` trace whose ``customdata`` is the global cell index
+  (:mod:`~scclip.explore.figures`), and the mapping from a plotly selection event (click, box, lasso) back to
+  cells, computed for all cells on the server (:mod:`~scclip.explore.selection`);
+* cross-modal partners of a cell or a group, one-to-one matching and label transfer tables
+  (:mod:`~scclip.explore.matches`), and downloads (:mod:`~scclip.explore.downloads`);
+* reading uploads (:mod:`~scclip.explore.uploads`) and a safety check for zipped model folders
+  (:mod:`~scclip.explore.model_zip`);
+* a background training runner (a subprocess running :func:`scclip.train` that writes ``progress.json``;
+  :mod:`~scclip.explore.training_runner`);
+* the zero-shot reference and label centroids (:mod:`~scclip.explore.zero_shot`).
+
+Constants live in :mod:`~scclip.explore.constants`, locations (cache, data, runs) in
+:mod:`~scclip.explore.locations`. Every name is re-exported here, so ``explore.<name>`` keeps working.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path as Path  # ``explore.Path`` is used by pages/zero_shot.py
+
+from scclip.explore.cache import _cache_file as _cache_file  # used by benchmarks/app_latency.py
+from scclip.explore.cache import (
+    compute_umap,
+    dataset_fingerprint,
+    embed_cached,
+    model_fingerprint,
+    umap_cached,
+)
+from scclip.explore.constants import (
+    EMBED_KEY,
+    MAX_DRAWN,
+    MISSING_COLOR,
+    MODALITY_COLORS,
+    MODALITY_LABELS,
+    MODEL_ZIP_MAX_BYTES,
+    MODEL_ZIP_SUFFIXES,
+    PALETTE,
+    REPO,
+    SNARE_FILE,
+    SNARE_TEST_LIBRARIES,
+)
+from scclip.explore.demos import Demo, default_choice, list_demos, load_demo, synthetic_cells
+from scclip.explore.downloads import h5mu_bytes, umap_csv
+from scclip.explore.figures import category_colors, draw_indices, is_categorical, umap_figure
+from scclip.explore.joint import Joint, joint_from_embedded
+from scclip.explore.locations import cache_dir, data_dir, device_description, runs_dir
+from scclip.explore.matches import (
+    composition,
+    group_partners,
+    label_columns,
+    one_to_one_table,
+    partners_table,
+    similarities,
+    transfer,
+    true_partner_rank,
+)
+from scclip.explore.model_zip import safe_extract_model_zip
+from scclip.explore.selection import points_in_polygon, selection_to_cells
+from scclip.explore.training_runner import (
+    CPU_CELLS_PER_SECOND,
+    GPU_SPEEDUP,
+    estimate_train_seconds,
+    list_runs,
+    read_progress,
+    start_training,
+    stop_training,
+)
+from scclip.explore.training_runner import _train_main as _train_main  # the training subprocess
+from scclip.explore.uploads import UPLOAD_SUFFIXES, read_files, validation_summary
+from scclip.explore.zero_shot import load_reference, nearest_centroid, parse_centroids, reference_file
+
+__all__ = [
+    "CPU_CELLS_PER_SECOND",
+    "EMBED_KEY",
+    "GPU_SPEEDUP",
+    "MAX_DRAWN",
+    "MISSING_COLOR",
+    "MODALITY_COLORS",
+    "MODALITY_LABELS",
+    "MODEL_ZIP_MAX_BYTES",
+    "MODEL_ZIP_SUFFIXES",
+    "PALETTE",
+    "REPO",
+    "SNARE_FILE",
+    "SNARE_TEST_LIBRARIES",
+    "UPLOAD_SUFFIXES",
+    "Demo",
+    "Joint",
+    "cache_dir",
+    "category_colors",
+    "composition",
+    "compute_umap",
+    "data_dir",
+    "dataset_fingerprint",
+    "default_choice",
+    "device_description",
+    "draw_indices",
+    "embed_cached",
+    "estimate_train_seconds",
+    "group_partners",
+    "h5mu_bytes",
+    "is_categorical",
+    "joint_from_embedded",
+    "label_columns",
+    "list_demos",
+    "list_runs",
+    "load_demo",
+    "load_reference",
+    "model_fingerprint",
+    "nearest_centroid",
+    "one_to_one_table",
+    "parse_centroids",
+    "partners_table",
+    "points_in_polygon",
+    "read_files",
+    "read_progress",
+    "reference_file",
+    "runs_dir",
+    "safe_extract_model_zip",
+    "selection_to_cells",
+    "similarities",
+    "start_training",
+    "stop_training",
+    "synthetic_cells",
+    "transfer",
+    "true_partner_rank",
+    "umap_cached",
+    "umap_csv",
+    "umap_figure",
+    "validation_summary",
+]

@@ -1,0 +1,181 @@
+"""Plotly UMAP figures: one ``Scattergl`` trace whose ``customdata`` is the global cell index, category
+colours and the subset of cells drawn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from scclip.explore.constants import MAX_DRAWN, MISSING_COLOR, MODALITY_COLORS, PALETTE
+
+
+def draw_indices(
+    n: int, max_points: int = MAX_DRAWN, *, seed: int = 0, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Global indices to draw: all (visible) cells, or a fixed random subset of ``max_points`` of them.
+
+    The subset is the same for every colouring (a fixed permutation), so recolouring never reshuffles cells.
+    """
+    order = np.random.default_rng(seed).permutation(n)
+    if mask is not None:
+        order = order[mask[order]]
+    return np.sort(order[:max_points]) if order.size > max_points else np.sort(order)
+
+
+def category_colors(values: pd.Series) -> dict[str, str]:
+    """A stable colour per category (modality gets its own two colours)."""
+    cats = (
+        values.cat.categories if isinstance(values.dtype, pd.CategoricalDtype) else pd.unique(values.dropna())
+    )
+    cats = [str(c) for c in cats]
+    if set(cats) <= set(MODALITY_COLORS):
+        return {c: MODALITY_COLORS[c] for c in cats}
+    return {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(sorted(cats, key=_natural_key))}
+
+
+def _natural_key(s: str):
+    import re
+
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
+
+
+def is_categorical(values: pd.Series) -> bool:
+    return not pd.api.types.is_numeric_dtype(values) or isinstance(values.dtype, pd.CategoricalDtype)
+
+
+def umap_figure(
+    coords: np.ndarray,
+    values: pd.Series,
+    drawn: np.ndarray,
+    *,
+    hover: np.ndarray | None = None,
+    title: str = "",
+    point_size: float = 4.0,
+    opacity: float = 0.8,
+    highlight: dict | None = None,
+    colors: dict[str, str] | None = None,
+    height: int = 560,
+    colorbar_title: str = "",
+):
+    """A UMAP scatter: one ``Scattergl`` trace of the ``drawn`` cells, ``customdata`` = global cell index.
+
+    Categorical ``values`` become per-point colours with a legend of empty marker-only entries (the legend is
+    informative only; show/hide categories by filtering ``drawn``); numeric values use a colour scale.
+    ``highlight`` may hold ``query`` (a global index), ``partners`` (global indices) and ``group`` (global
+    indices) drawn on top, each also carrying ``customdata``.
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    xy = coords[drawn]
+    v = values.iloc[drawn] if isinstance(values, pd.Series) else pd.Series(np.asarray(values)[drawn])
+    marker: dict = {"size": point_size, "opacity": opacity, "line": {"width": 0}}
+    legend_items: list[tuple[str, str]] = []
+    if is_categorical(values):
+        colors = colors or category_colors(values)
+        # numeric codes + a stepwise colour scale: fast to build and to send (no per-point colour strings)
+        names = list(colors)
+        lut = {c: i for i, c in enumerate(names)}
+        codes = pd.Series(v.astype(object).where(v.notna(), None)).map(
+            lambda x: lut.get(str(x), len(names)) if x is not None else len(names)
+        )
+        palette = [*colors.values(), MISSING_COLOR]
+        k = len(palette)
+        scale = []
+        for i, col in enumerate(palette):
+            scale += [[i / k, col], [(i + 1) / k, col]]
+        marker.update(
+            color=codes.to_numpy(dtype=np.float32), colorscale=scale, cmin=-0.5, cmax=k - 0.5, showscale=False
+        )
+        present = set(map(str, v.dropna().unique()))
+        legend_items = [(c, col) for c, col in colors.items() if c in present]
+        if v.isna().any():
+            legend_items.append(("(missing)", MISSING_COLOR))
+    else:
+        marker.update(
+            color=v.to_numpy(dtype=float),
+            colorscale="Viridis",
+            showscale=True,
+            colorbar={"title": {"text": colorbar_title, "side": "right"}, "thickness": 12, "len": 0.7},
+        )
+    text = hover[drawn] if hover is not None else None
+    fig.add_trace(
+        go.Scattergl(
+            x=xy[:, 0],
+            y=xy[:, 1],
+            mode="markers",
+            marker=marker,
+            customdata=drawn,
+            text=text,
+            hovertemplate="%{text}<extra></extra>"
+            if text is not None
+            else "cell %{customdata}<extra></extra>",
+            showlegend=False,
+            name="cells",
+        )
+    )
+    for name, col in legend_items:
+        fig.add_trace(
+            go.Scattergl(
+                x=[None],
+                y=[None],
+                mode="markers",
+                marker={"size": 10, "color": col},
+                name=name,
+                showlegend=True,
+            )
+        )
+    hl = highlight or {}
+    group = np.asarray(hl.get("group", []), dtype=np.int64)
+    if group.size:
+        g = group if group.size <= MAX_DRAWN else group[draw_indices(group.size, MAX_DRAWN)]
+        fig.add_trace(
+            go.Scattergl(
+                x=coords[g, 0], y=coords[g, 1], mode="markers", customdata=g, name="selected",
+                marker={"size": point_size + 3, "color": "rgba(0,0,0,0)", "line": {"width": 1, "color": "#111"}},
+                hoverinfo="skip", showlegend=True,
+            )
+        )  # fmt: skip
+    partners = np.asarray(hl.get("partners", []), dtype=np.int64)
+    q = hl.get("query")
+    if q is not None and partners.size:
+        lx, ly = [], []
+        for p in partners:
+            lx += [coords[q, 0], coords[p, 0], None]
+            ly += [coords[q, 1], coords[p, 1], None]
+        fig.add_trace(
+            go.Scattergl(x=lx, y=ly, mode="lines", line={"width": 1, "color": "rgba(20,20,20,0.45)"},
+                         hoverinfo="skip", showlegend=False)
+        )  # fmt: skip
+    if partners.size:
+        ptext = hover[partners] if hover is not None else None
+        fig.add_trace(
+            go.Scattergl(
+                x=coords[partners, 0], y=coords[partners, 1], mode="markers", customdata=partners, name="top partners",
+                marker={"size": 11, "color": "#FFD400", "symbol": "circle", "line": {"width": 1.5, "color": "#111"}},
+                text=ptext, hovertemplate="partner: %{text}<extra></extra>", showlegend=True,
+            )
+        )  # fmt: skip
+    if q is not None:
+        fig.add_trace(
+            go.Scattergl(
+                x=[coords[q, 0]], y=[coords[q, 1]], mode="markers", customdata=[q], name="selected cell",
+                marker={"size": 18, "color": "#111", "symbol": "star", "line": {"width": 1.5, "color": "white"}},
+                text=None if hover is None else [hover[q]], hovertemplate="%{text}<extra></extra>", showlegend=True,
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "font": {"size": 15}},
+        height=height,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        plot_bgcolor="white",
+        paper_bgcolor="white",
+        dragmode="pan",
+        legend={"itemsizing": "constant", "itemclick": False, "itemdoubleclick": False, "font": {"size": 11},
+                "bgcolor": "rgba(255,255,255,0.7)"},
+        xaxis={"title": "UMAP 1", "showgrid": False, "zeroline": False, "showticklabels": False},
+        yaxis={"title": "UMAP 2", "showgrid": False, "zeroline": False, "showticklabels": False},
+        hoverlabel={"font_size": 12},
+        uirevision="umap",
+    )  # fmt: skip
+    return fig

@@ -1,0 +1,141 @@
+"""Cross-modal partners of a cell or a group, one-to-one matching and label transfer tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from scclip.errors import ScclipError
+from scclip.explore.figures import is_categorical
+from scclip.explore.joint import Joint
+
+
+def label_columns(joint: Joint, max_cats: int = 200) -> list[str]:
+    """Categorical obs columns (cell type, batch, ...) suitable as labels."""
+    out = []
+    for c in joint.obs.columns:
+        if c in ("barcode", "modality"):
+            continue
+        s = joint.obs[c]
+        if is_categorical(s) and 1 <= s.nunique(dropna=True) <= max_cats:
+            out.append(c)
+    return out
+
+
+def partners_table(joint: Joint, i: int, *, k: int = 10, labels: list[str] | None = None) -> pd.DataFrame:
+    """Top-``k`` partners of cell ``i`` in the other modality (:func:`scclip.match.topk_partners`)."""
+    from scclip.match import topk_partners
+
+    other = joint.other(i)
+    idx, sim = topk_partners(joint.Z[i : i + 1], joint.Z[other], k=k)
+    g = other[idx[0]]
+    df = pd.DataFrame(
+        {
+            "rank": np.arange(1, len(g) + 1),
+            "barcode": joint.obs["barcode"].to_numpy()[g],
+            "modality": joint.modality[g],
+            "similarity": sim[0].astype(float),
+        }
+    )
+    for c in labels if labels is not None else label_columns(joint):
+        df[c] = joint.obs[c].to_numpy()[g]
+    if joint.paired:
+        df["true partner"] = g == joint.partner[i]
+    df["cell_index"] = g
+    return df
+
+
+def similarities(joint: Joint, i: int) -> np.ndarray:
+    """Cosine similarity of cell ``i`` to every cell of the other modality (embeddings are unit norm)."""
+    Z = joint.Z
+    other = joint.other(i)
+    q = Z[i] / max(np.linalg.norm(Z[i]), 1e-12)
+    R = Z[other]
+    return (R @ q) / np.maximum(np.linalg.norm(R, axis=1), 1e-12)
+
+
+def true_partner_rank(joint: Joint, i: int, sims: np.ndarray | None = None) -> int | None:
+    """1 + the number of other-modality cells more similar to cell ``i`` than its own partner (paired data)."""
+    p = int(joint.partner[i])
+    if p < 0:
+        return None
+    sims = similarities(joint, i) if sims is None else sims
+    other = joint.other(i)
+    pos = p - other[0]
+    return int((sims > sims[pos]).sum()) + 1
+
+
+def group_partners(joint: Joint, cells: np.ndarray, *, k: int = 1) -> np.ndarray:
+    """Global indices of the top-``k`` other-modality partners of every cell in ``cells`` (flattened)."""
+    from scclip.match import topk_partners
+
+    cells = np.asarray(cells, dtype=np.int64)
+    out = []
+    for mask in (cells < joint.n_rna, cells >= joint.n_rna):
+        sel = cells[mask]
+        if sel.size == 0:
+            continue
+        other = joint.other(int(sel[0]))
+        idx, _ = topk_partners(joint.Z[sel], joint.Z[other], k=k)
+        out.append(other[idx.ravel()])
+    return np.concatenate(out) if out else np.array([], dtype=np.int64)
+
+
+def composition(joint: Joint, cells: np.ndarray, partners: np.ndarray, label: str) -> pd.DataFrame:
+    """Label composition of a selected group and of where its partners land (fractions)."""
+    lab = joint.obs[label].astype(object).where(joint.obs[label].notna(), "(missing)").to_numpy()
+    a = pd.Series(lab[cells]).value_counts(normalize=True)
+    b = pd.Series(lab[partners]).value_counts(normalize=True)
+    df = pd.DataFrame({"selected cells": a, "their partners": b}).fillna(0.0)
+    df.index.name = label
+    return df.sort_values("their partners", ascending=False)
+
+
+def transfer(joint: Joint, label: str, *, source: str, k: int = 15) -> pd.DataFrame:
+    """Label transfer from the ``source`` modality's cells ('RNA'/'ATAC') to the other modality's cells.
+
+    Returns a frame over the query cells: ``cell_index``, ``barcode``, ``transferred``, ``confidence`` and,
+    when the query cells carry ``label`` too, ``true`` and ``correct``.
+    """
+    from scclip.match import transfer_labels
+
+    src = np.flatnonzero(joint.modality == source)
+    qry = np.flatnonzero(joint.modality != source)
+    ref_lab = joint.obs[label].to_numpy(dtype=object)[src]
+    ok = pd.notna(ref_lab)
+    if not ok.any():
+        raise ScclipError(f"the {source} cells have no {label!r} labels to transfer")
+    pred, conf = transfer_labels(joint.Z[src][ok], ref_lab[ok], joint.Z[qry], k=k)
+    df = pd.DataFrame(
+        {
+            "cell_index": qry,
+            "barcode": joint.obs["barcode"].to_numpy()[qry],
+            "modality": joint.modality[qry],
+            "transferred": pred,
+            "confidence": conf.astype(float),
+        }
+    )
+    true = joint.obs[label].to_numpy(dtype=object)[qry]
+    if pd.notna(true).any():
+        df["true"] = true
+        df["correct"] = np.where(pd.notna(true), df["transferred"].to_numpy() == true, np.nan)
+    return df
+
+
+def one_to_one_table(joint: Joint, *, method: str = "auto") -> pd.DataFrame:
+    """One-to-one RNA-ATAC pairing (:func:`scclip.match.one_to_one`) with barcodes; ``attrs['method']``."""
+    from scclip.match import one_to_one
+
+    b = joint.obs["barcode"].to_numpy()
+    df = one_to_one(
+        joint.Z[: joint.n_rna],
+        joint.Z[joint.n_rna :],
+        method=method,
+        rna_names=b[: joint.n_rna],
+        atac_names=b[joint.n_rna :],
+    )
+    if joint.paired:
+        df["true pair"] = (
+            joint.partner[df["rna_index"].to_numpy()] == joint.n_rna + df["atac_index"].to_numpy()
+        )
+    return df

@@ -1,0 +1,205 @@
+"""Training runs and a background training runner: a subprocess running :func:`scclip.train` that writes
+``progress.json`` (started as ``python -m scclip.explore train RUN_DIR``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from scclip.errors import ScclipError
+from scclip.explore.demos import load_demo
+from scclip.explore.locations import runs_dir
+
+#: Rough CPU training throughput (cells per second, 2 busy cores) per preset, for the time estimate.
+CPU_CELLS_PER_SECOND = {"tiny": 3000.0, "default": 320.0, "paper-per-patch": 40.0, "paper": 60.0}
+GPU_SPEEDUP = 15.0
+
+
+def estimate_train_seconds(n_train_cells: int, epochs: int, preset: str, *, cuda: bool) -> float:
+    rate = CPU_CELLS_PER_SECOND.get(preset, 320.0) * (GPU_SPEEDUP if cuda else 1.0)
+    return n_train_cells * epochs / rate + 10.0
+
+
+def list_runs(root: Path | None = None) -> list[dict]:
+    """Training runs under ``runs/``: name, path, status (from ``progress.json``) and whether a model exists."""
+    root = runs_dir() if root is None else root
+    if not root.is_dir():
+        return []
+    out = []
+    for d in sorted(root.iterdir()):
+        if not d.is_dir():
+            continue
+        prog = read_progress(d)
+        has_model = (d / "model" / "config.json").is_file()
+        if has_model or prog:
+            out.append(
+                {"name": d.name, "path": d, "model": has_model, "status": prog.get("status", "finished")}
+            )
+    return out
+
+
+def read_progress(run_dir: Path) -> dict:
+    path = Path(run_dir) / "progress.json"
+    try:
+        prog = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    if prog.get("status") in ("starting", "running") and not _alive(prog.get("pid")):
+        prog["status"] = "failed"
+        prog.setdefault("error", "the training process ended unexpectedly (out of memory or killed?)")
+    return prog
+
+
+def _alive(pid) -> bool:
+    if not pid:
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return False
+    try:  # a finished child that nobody waited for is a zombie: not alive
+        return Path(f"/proc/{int(pid)}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, default=str))
+    os.replace(tmp, path)
+
+
+def start_training(run_dir: str | Path, spec: dict) -> int:
+    """Start a background training process for ``spec`` in ``run_dir``; returns its pid.
+
+    ``spec``: ``data`` (``{"demo": key}`` or ``{"path": file}``), ``preset``, ``train_config`` (dict),
+    ``holdout_key``, ``holdout`` (list), ``val_size``. Progress goes to ``run_dir/progress.json``.
+    """
+    run_dir = Path(run_dir)
+    prog = read_progress(run_dir)
+    if prog.get("status") in ("starting", "running"):
+        raise ScclipError(f"a training run is already going on in {run_dir}")
+    if (run_dir / "model" / "config.json").is_file():
+        raise ScclipError(f"{run_dir} already holds a trained model: choose another run name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "STOP").unlink(missing_ok=True)
+    _write_json(run_dir / "job.json", spec)
+    _write_json(
+        run_dir / "progress.json", {"status": "starting", "started": time.time(), "history": [], "pid": None}
+    )
+    log = open(run_dir / "train.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scclip.explore", "train", str(run_dir)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=os.getcwd(),
+    )
+    log.close()
+    prog = json.loads((run_dir / "progress.json").read_text())
+    if prog.get("pid") is None:
+        prog["pid"] = proc.pid
+        _write_json(run_dir / "progress.json", prog)
+    return proc.pid
+
+
+def stop_training(run_dir: str | Path, *, kill_after: float = 0.0) -> None:
+    """Ask a run to stop (it finishes the current steps, keeps its checkpoints and writes the best model)."""
+    run_dir = Path(run_dir)
+    (run_dir / "STOP").write_text(str(time.time()))
+    if kill_after:
+        time.sleep(kill_after)
+        pid = read_progress(run_dir).get("pid")
+        if pid and _alive(pid):
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGTERM)
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _train_main(run_dir: Path) -> int:
+    """Entry point of the training subprocess (``python -m scclip.explore train RUN_DIR``)."""
+    import scclip
+    from scclip.io import read
+
+    spec = json.loads((run_dir / "job.json").read_text())
+    prog: dict = {
+        "status": "running",
+        "started": time.time(),
+        "pid": os.getpid(),
+        "history": [],
+        "spec": spec,
+    }
+    _write_json(run_dir / "progress.json", prog)
+    last = [0.0]
+
+    def progress(ev: dict) -> None:
+        if (run_dir / "STOP").exists():
+            raise _Stopped
+        now = time.time()
+        prog["elapsed"] = now - prog["started"]
+        prog["epochs"] = ev.get("epochs", prog.get("epochs"))
+        if ev.get("event") == "step":
+            prog.update(
+                epoch=ev["epoch"], step=ev["step"], steps_per_epoch=ev["steps_per_epoch"], loss=ev["loss"]
+            )
+            prog.setdefault("steps", []).append(
+                {"step": ev["step"], "loss": ev["loss"], "elapsed": prog["elapsed"]}
+            )
+        elif ev.get("event") == "epoch":
+            prog["history"].append(
+                {k: ev.get(k) for k in ("epoch", "loss", "val_foscttm", "val_top1", "elapsed", "temperature")}
+            )
+            prog["epoch"] = ev["epoch"]
+            prog["best_epoch"] = ev.get("best_epoch")
+        if ev.get("event") != "step" or now - last[0] > 1.0:
+            last[0] = now
+            _write_json(run_dir / "progress.json", prog)
+
+    try:
+        data = spec["data"]
+        if "demo" in data:
+            mdata = load_demo(data["demo"])
+        else:
+            mdata = read(data["path"])
+        prog["n_cells"] = int(mdata["rna"].n_obs) if "rna" in mdata.mod else 0
+        scclip.train(
+            mdata,
+            out_dir=run_dir,
+            model_config=spec.get("preset", "default"),
+            train_config=spec.get("train_config", {}),
+            holdout_key=spec.get("holdout_key") or None,
+            holdout=spec.get("holdout") or (),
+            val_size=spec.get("val_size", 0.1),
+            progress=progress,
+            data_name=data.get("label") or data.get("path") or data.get("demo"),
+            command="scCLIP Explorer app",
+        )
+        prog["status"] = "done"
+    except _Stopped:
+        prog["status"] = "stopped"
+        _finish_stopped(run_dir, prog)
+    except Exception as err:
+        prog["status"] = "failed"
+        prog["error"] = f"{type(err).__name__}: {err}" if not isinstance(err, ScclipError) else str(err)
+    prog["finished"] = time.time()
+    prog["elapsed"] = prog["finished"] - prog["started"]
+    _write_json(run_dir / "progress.json", prog)
+    return 0 if prog["status"] != "failed" else 1
+
+
+def _finish_stopped(run_dir: Path, prog: dict) -> None:
+    """A stopped run keeps its checkpoints; its best checkpoint is not a release folder (say so)."""
+    prog["note"] = (
+        "stopped by the user; checkpoints are in checkpoints/ (resume with `scclip train --resume`)"
+        if (run_dir / "checkpoints").is_dir()
+        else "stopped by the user before the first epoch ended"
+    )

@@ -1,0 +1,129 @@
+"""Reading uploaded or server-side files into one MuData, and the validation summary shown before
+embedding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import mudata as md
+import numpy as np
+
+from scclip.errors import ScclipError
+from scclip.explore.constants import MODALITY_LABELS
+
+UPLOAD_SUFFIXES = (".h5mu", ".h5ad", ".h5", ".tsv.gz", ".tar.gz", ".tgz")
+
+
+def _is_fragments(name: str) -> bool:
+    n = name.lower()
+    return "fragments" in n and n.endswith((".tsv.gz", ".tsv", ".bed.gz"))
+
+
+def read_files(paths: list[Path], *, model=None, paired: bool | None = None) -> tuple[md.MuData, list[str]]:
+    """Read uploaded or server-side files into one MuData: (mdata, notes).
+
+    One multi-modal file (``.h5mu``, 10x ARC ``.h5``), or one RNA and one ATAC file, or RNA + a 10x
+    ``fragments.tsv.gz`` (counted onto the ``model``'s ATAC features for the RNA barcodes). ``paired=None``
+    decides from the barcodes: paired when most cells of the smaller modality occur in both.
+    """
+    from scclip.io import paired_cells, pairing_report, read
+
+    notes: list[str] = []
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ScclipError("no file given: upload a file or type a server path")
+    for p in paths:
+        if not p.exists():
+            raise ScclipError(f"{p} does not exist on the server: check the path")
+    frags = [p for p in paths if _is_fragments(p.name)]
+    others = [p for p in paths if p not in frags]
+    bad = [p.name for p in others if not p.is_dir() and not p.name.lower().endswith(UPLOAD_SUFFIXES)]
+    if bad:
+        raise ScclipError(
+            f"unsupported file {bad[0]!r}: upload .h5mu, .h5ad, a 10x .h5, a 10x .tar.gz or a fragments.tsv.gz"
+        )
+    mods: dict[str, ad.AnnData] = {}
+    for p in others:
+        mdata = read(p)
+        notes += [f"{p.name}: {n}" for n in mdata.uns.get("scclip_read", {}).get("notes", [])]
+        for m in mdata.mod:
+            if m in mods:
+                raise ScclipError(
+                    f"two files hold {MODALITY_LABELS.get(m, m)} data ({p.name} and an earlier one); give at "
+                    "most one RNA and one ATAC source"
+                )
+            mods[m] = mdata.mod[m]
+    if frags:
+        if len(frags) > 1 or "atac" in mods:
+            raise ScclipError("give one fragments file and no other ATAC file")
+        if model is None:
+            raise ScclipError("counting a fragments file needs a model (its ATAC features are the intervals)")
+        from scclip.fragments import count_fragments
+
+        f = model.feature_space["atac"]
+        keep = f.chrom != ""
+        bc = mods["rna"].obs_names if "rna" in mods else None
+        atac = count_fragments(
+            frags[0], f.chrom[keep], f.start[keep], f.end[keep], barcodes=bc, feature_names=f.names[keep]
+        )
+        atac.var["chrom"], atac.var["start"], atac.var["end"] = f.chrom[keep], f.start[keep], f.end[keep]
+        mods["atac"] = atac
+        notes.append(
+            f"{frags[0].name}: counted cut sites of {atac.n_obs} cells onto the model's {int(keep.sum())} ATAC features"
+        )
+    if not mods:
+        raise ScclipError("the files hold no RNA or ATAC data")
+    mdata = md.MuData(mods)
+    if len(mods) == 2:
+        rep = pairing_report(mdata)
+        auto = rep["n_shared"] >= 0.5 * min(rep["n_rna"], rep["n_atac"])
+        use_paired = auto if paired is None else paired
+        if use_paired:
+            mdata = paired_cells(mdata)
+            notes.append(f"paired: {rep['n_shared']:,} barcodes occur in both modalities; kept those cells")
+        else:
+            notes.append(
+                f"unpaired: RNA and ATAC share {rep['n_shared']:,} barcodes; treated as different cells"
+            )
+    return mdata, notes
+
+
+def validation_summary(mdata: md.MuData, model=None) -> dict:
+    """What the app shows before embedding: cells, features, pairing, genome and coverage against ``model``.
+
+    Returns ``{"modalities": {m: {...}}, "pairing": {...}, "genome": ..., "warnings": [...], "errors": [...]}``;
+    coverage problems (no overlap, wrong genome) are collected as readable errors, never raised.
+    """
+    from scclip.io import pairing_report
+
+    out: dict = {"modalities": {}, "warnings": [], "errors": []}
+    out["pairing"] = pairing_report(mdata) if len(mdata.mod) == 2 else None
+    out["genome"] = mdata.uns.get("genome") if hasattr(mdata, "uns") else None
+    for m in ("rna", "atac"):
+        if m not in mdata.mod:
+            continue
+        a = mdata[m]
+        X = a.X
+        nnz = X.nnz if hasattr(X, "nnz") else int(np.count_nonzero(X))
+        row = {
+            "cells": int(a.n_obs),
+            "features": int(a.n_vars),
+            "non-zeros per cell": float(nnz / max(a.n_obs, 1)),
+            "obs columns": [str(c) for c in a.obs.columns],
+        }
+        if model is not None:
+            try:
+                from scclip.api import map_modality
+
+                _, rep = map_modality(a, model.feature_space[m])
+                row["coverage"] = rep
+                out["warnings"] += [f"{MODALITY_LABELS[m]}: {w}" for w in rep.get("warnings", [])]
+            except ScclipError as err:
+                out["errors"].append(f"{MODALITY_LABELS[m]}: {err}")
+        out["modalities"][m] = row
+    if len(mdata.mod) < 2:
+        out["warnings"].append(
+            "only one modality: cells can be embedded, but the joint RNA + ATAC views need both"
+        )
+    return out
