@@ -6,9 +6,10 @@
 
 Prints one markdown table: preset | train cells/s | share of step time spent building batches (CSR row slicing
 and ``SparseBatch`` construction, i.e. data loading) | embed cells/s (a cell = both modalities, eval mode, no
-grad) | peak RSS. Each preset runs in a fresh subprocess under ``/usr/bin/time -v`` (when present) so that the
-peak resident memory is the whole process's, measured by the OS. On CUDA it also prints model FLOP
-utilisation against ``--peak-tflops`` (H100 bf16 dense: 990).
+grad) | peak RSS. In brackets: threads x cells per process CPU-second, an estimate of the throughput of a
+quiet machine when other jobs share the cores. Each preset runs in a fresh subprocess under ``/usr/bin/time -v``
+(when present) so that the peak resident memory is the whole process's, measured by the OS. On CUDA it also
+prints model FLOP utilisation against ``--peak-tflops`` (H100 bf16 dense: 990).
 """
 
 from __future__ import annotations
@@ -171,8 +172,8 @@ def main() -> None:
         r["rss_source"] = "/usr/bin/time -v" if m else "getrusage"
         rows.append(r)
     print(
-        "| preset | device | precision | ckpt | batch | params (M) | train cells/s | load share "
-        "| embed cells/s | 10k-cell embed (s) | peak RSS (GB) |"
+        "| preset | device | precision | ckpt | batch | params (M) | train cells/s (CPU-time est.) | load share "
+        "| embed cells/s (CPU-time est.) | 10k-cell embed (s) | peak RSS (GB) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:

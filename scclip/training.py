@@ -4,11 +4,20 @@
 feature space and preprocessed), validates every epoch (top-1 and FOSCTTM on held-out training-library
 cells), stops early, and writes ``best`` and ``last`` checkpoints atomically; ``resume=True`` continues from
 ``last``.
+
+Distributed data parallel: under ``torchrun`` (``WORLD_SIZE > 1``) ``fit`` initialises the process group
+(:func:`init_distributed`; NCCL on GPUs, gloo on CPU), wraps the model in ``DistributedDataParallel`` and gives
+every rank ``batch_size // world_size`` cells of each global batch (:func:`shard_batches`, the slices of
+``DistributedSampler`` with ``drop_last``). The CLIP loss gathers the features of all ranks with gradients, so
+a step equals one process's step on the global batch. Validation runs on rank 0 and its result is broadcast;
+only rank 0 writes checkpoints and calls ``progress``.
 """
 
 from __future__ import annotations
 
+import atexit
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -16,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from scclip.checkpoint import load_checkpoint, save_checkpoint
 from scclip.errors import ScclipError
@@ -28,7 +38,12 @@ class TrainConfig:
     """Optimisation settings.
 
     ``lr`` peaks after ``warmup_frac`` of the steps and decays by cosine to ``lr * min_lr_frac``.
-    Early stopping watches validation FOSCTTM with ``patience`` epochs.
+    Early stopping watches validation FOSCTTM with ``patience`` epochs. ``batch_size`` is the global batch: with
+    several ranks each takes ``batch_size // world_size`` cells. ``compile`` wraps each Transformer block in
+    ``torch.compile`` (parameter names, hence checkpoints, are unchanged). ``activation_checkpointing``
+    recomputes each block in the backward pass (less memory, more compute, same numbers). ``precision``:
+    ``auto`` = bf16 autocast on CUDA and fp32 on CPU; ``bf16`` or ``fp32`` force it (CPU bf16 autocast pays
+    off on CPUs with native bf16 instructions).
     """
 
     epochs: int = 40
@@ -39,8 +54,22 @@ class TrainConfig:
     min_lr_frac: float = 0.05
     grad_clip: float = 1.0
     patience: int = 8
+    intra_negatives: float = 0.0
     seed: int = 0
     device: str = "auto"
+    compile: bool = False
+    activation_checkpointing: bool = False
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("auto", "bf16", "fp32"):
+            msg = f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}"
+            raise ScclipError(msg)
+
+    @property
+    def bf16(self) -> bool | None:
+        """The ``bf16`` argument of :func:`autocast` (None = the device's default)."""
+        return None if self.precision == "auto" else self.precision == "bf16"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,26 +80,73 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+def world_info() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised process group, ``(0, 1)`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (and in a plain single-process run): the one process that writes files."""
+    return world_info()[0] == 0
+
+
+def init_distributed() -> tuple[int, int]:
+    """Initialise ``torch.distributed`` from torchrun's environment when ``WORLD_SIZE > 1``.
+
+    Backend NCCL when CUDA is available (the CUDA device is set from ``LOCAL_RANK``), gloo otherwise. A no-op
+    when already initialised or when not launched by torchrun.
+
+    Returns
+    -------
+    tuple
+        ``(rank, world_size)``.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return world_info()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return 0, 1
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    atexit.register(_destroy)
+    return world_info()
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> cuda when available, else cpu; asking for cuda without a GPU is a clear error."""
+    """``auto`` -> cuda when available, else cpu; asking for cuda without a GPU is a clear error.
+
+    Under torchrun with GPUs, ``cuda`` means this process's GPU ``cuda:LOCAL_RANK``.
+    """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         msg = "--device cuda was asked for but no CUDA GPU is visible to torch; use --device auto or cpu"
         raise ScclipError(msg)
     if device not in ("cpu",) and not device.startswith("cuda"):
         msg = f"unknown device {device!r}; use auto, cpu or cuda"
         raise ScclipError(msg)
+    if device == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(device)
 
 
-def autocast(device: torch.device):
-    """The one precision switch: bf16 autocast on CUDA, a no-op on CPU."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def autocast(device: torch.device, *, bf16: bool | None = None):
+    """The one precision switch: bf16 autocast on CUDA, a no-op on CPU unless ``bf16=True``."""
+    enabled = device.type == "cuda" if bf16 is None else bf16
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 @torch.inference_mode()
-def encode_csr(model: ScCLIP, modality: str, X, *, batch_size: int = 1024, device=None) -> np.ndarray:
+def encode_csr(
+    model: ScCLIP, modality: str, X, *, batch_size: int = 1024, device=None, bf16: bool | None = None
+) -> np.ndarray:
     """Embed every row of a CSR matrix in batches (eval mode); only one batch is ever dense."""
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -78,18 +154,18 @@ def encode_csr(model: ScCLIP, modality: str, X, *, batch_size: int = 1024, devic
     out = np.empty((X.shape[0], model.cfg.proj_dim), dtype=np.float32)
     for lo in range(0, X.shape[0], batch_size):
         batch = SparseBatch.from_csr(X[lo : lo + batch_size], device=device)
-        with autocast(device):
+        with autocast(device, bf16=bf16):
             out[lo : lo + batch_size] = model.encode(modality, batch).float().cpu().numpy()
     model.train(was_training)
     return out
 
 
-def validate(model: ScCLIP, X_rna, X_atac, *, batch_size: int = 1024) -> dict:
+def validate(model: ScCLIP, X_rna, X_atac, *, batch_size: int = 1024, bf16: bool | None = None) -> dict:
     """Top-1 and FOSCTTM (means of both directions) on paired cells, from one similarity pass."""
     from scclip.metrics import paired_metrics
 
-    zr = encode_csr(model, "rna", X_rna, batch_size=batch_size)
-    za = encode_csr(model, "atac", X_atac, batch_size=batch_size)
+    zr = encode_csr(model, "rna", X_rna, batch_size=batch_size, bf16=bf16)
+    za = encode_csr(model, "atac", X_atac, batch_size=batch_size, bf16=bf16)
     m = paired_metrics(zr, za, ks=(1,), temperatures=())
     return {"foscttm": float(m["foscttm"]["mean"]), "top1": float(m["top1"]["mean"])}
 
@@ -117,6 +193,75 @@ def make_optimizer(model: ScCLIP, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
 
 
+def shard_batches(
+    train_idx: np.ndarray, *, epoch: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1
+) -> list[np.ndarray]:
+    """This rank's sorted rows of every step of one epoch.
+
+    One seed-derived permutation per epoch (the same on every rank); rank ``r`` takes every ``world_size``-th
+    cell from position ``r`` (``DistributedSampler`` with ``drop_last``) in chunks of ``batch_size //
+    world_size``. The ranks' rows of step ``b`` together are exactly the single-process global batch ``b``;
+    the last partial global batch is dropped, so every rank does the same number of steps.
+    """
+    local = batch_size // world_size
+    if local < 1:
+        msg = f"batch size {batch_size} is smaller than the number of processes ({world_size})"
+        raise ScclipError(msg)
+    order = np.random.default_rng(seed + epoch).permutation(np.asarray(train_idx))
+    steps = max(1, len(order) // (local * world_size))
+    mine = order[rank::world_size]
+    return [np.sort(mine[b * local : (b + 1) * local]) for b in range(steps)]
+
+
+def _collective_device() -> torch.device:
+    """Where small collective tensors live: this rank's GPU under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _broadcast_floats(values: list[float]) -> list[float]:
+    """Rank 0's values on every rank (identity without a process group)."""
+    if world_info()[1] == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+    dist.broadcast(t, src=0)
+    return t.cpu().tolist()
+
+
+def _mean_over_ranks(value: float) -> float:
+    """The mean of ``value`` over all ranks (identity without a process group)."""
+    if world_info()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()
+
+
+def _barrier() -> None:
+    if world_info()[1] > 1:
+        dist.barrier()
+
+
+def wrap_model(model: ScCLIP, cfg: TrainConfig) -> torch.nn.Module:
+    """The module that training steps call: ``DistributedDataParallel`` when distributed, and with
+    ``cfg.compile`` each Transformer block compiled in place (state-dict keys unchanged)."""
+    for enc in model.encoders.values():
+        enc.checkpoint_blocks = cfg.activation_checkpointing
+    if cfg.compile:
+        for enc in model.encoders.values():
+            for block in enc.blocks:
+                block.compile()
+    if world_info()[1] == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(model.parameters()).device
+    ids = [device.index] if device.type == "cuda" else None
+    # Buffers (patch layout) are constants: no per-step broadcast.
+    return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+
+
 def fit(
     model: ScCLIP,
     X_rna,
@@ -140,20 +285,33 @@ def fit(
         Rows used for gradient steps and for validation / early stopping.
     progress
         Called after every epoch (and every ~20 steps) with a dict: ``event`` ("step"/"epoch"/"done"),
-        ``epoch``, ``step``, ``loss``, validation metrics, ``elapsed``.
+        ``epoch``, ``step``, ``loss``, validation metrics, ``elapsed``. Rank 0 only.
+
+    Notes
+    -----
+    Launched by torchrun, every rank calls ``fit`` with the same arguments (see the module docstring).
     """
     if len(train_idx) < 2:
         msg = f"need at least 2 training cells, got {len(train_idx)}"
         raise ScclipError(msg)
+    rank, world = init_distributed()
+    main = rank == 0
+    progress = progress if main else None
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     device = next(model.parameters()).device
+    if world > 1 and device.type == "cuda" and device.index != torch.cuda.current_device():
+        device = torch.device("cuda", torch.cuda.current_device())
+        model.to(device)
     torch.manual_seed(cfg.seed)
     batch_size = min(cfg.batch_size, len(train_idx))
-    steps_per_epoch = max(1, len(train_idx) // batch_size)  # drop the last partial batch: InfoNCE wants N > 1
+    batch_size -= batch_size % world  # the global batch: world_size equal shards
+    steps_per_epoch = len(
+        shard_batches(train_idx, epoch=0, seed=cfg.seed, batch_size=batch_size, rank=rank, world_size=world)
+    )
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, cfg.epochs * steps_per_epoch))
-    loss_fn = ClipLoss()
+    loss_fn = ClipLoss(intra_negatives=cfg.intra_negatives)
     state = {
         "epoch": 0,
         "step": 0,
@@ -167,20 +325,24 @@ def fit(
         meta = load_checkpoint(ckpt_dir / "last", model=model, optimizer=optimizer)
         state.update(meta["state"])
         scheduler.last_epoch = state["step"]
+    if world > 1:  # different feature-dropout draws per rank (a resume restored rank 0's RNG everywhere)
+        torch.manual_seed(cfg.seed + 1_000_003 * rank + state["step"])
+    step_model = wrap_model(model, cfg)
     t0 = time.perf_counter() - state["elapsed"]
     meta_common = {"train_config": cfg.to_dict(), "model_config": model.cfg.to_dict(), **(extra_meta or {})}
     val_idx = np.asarray(val_idx)
     while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
         epoch = state["epoch"]
         model.train()
-        order = np.random.default_rng(cfg.seed + epoch).permutation(np.asarray(train_idx))
+        batches = shard_batches(
+            train_idx, epoch=epoch, seed=cfg.seed, batch_size=batch_size, rank=rank, world_size=world
+        )
         losses = []
-        for b in range(steps_per_epoch):
-            rows = np.sort(order[b * batch_size : (b + 1) * batch_size])
+        for b, rows in enumerate(batches):
             rna = SparseBatch.from_csr(X_rna[rows], device=device)
             atac = SparseBatch.from_csr(X_atac[rows], device=device)
-            with autocast(device):
-                zr, za, scale = model(rna, atac)
+            with autocast(device, bf16=cfg.bf16):
+                zr, za, scale = step_model(rna, atac)
                 loss = loss_fn(zr, za, scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -200,16 +362,15 @@ def fit(
                         "epochs": cfg.epochs,
                     }
                 )
-        val = (
-            validate(model, X_rna[val_idx], X_atac[val_idx])
-            if len(val_idx) > 1
-            else {"foscttm": float("nan"), "top1": float("nan")}
-        )
+        val = {"foscttm": float("nan"), "top1": float("nan")}
+        if main and len(val_idx) > 1:
+            val = validate(model, X_rna[val_idx], X_atac[val_idx], bf16=cfg.bf16)
+        val["foscttm"], val["top1"] = _broadcast_floats([val["foscttm"], val["top1"]])
         state["epoch"] = epoch + 1
         state["elapsed"] = time.perf_counter() - t0
         record = {
             "epoch": epoch + 1,
-            "loss": float(np.mean(losses)),
+            "loss": _mean_over_ranks(float(np.mean(losses))),
             "val_foscttm": val["foscttm"],
             "val_top1": val["top1"],
             "temperature": float(1 / model.scale().detach()),
@@ -221,12 +382,14 @@ def fit(
             state["best_foscttm"], state["best_epoch"], state["bad_epochs"] = val["foscttm"], epoch + 1, 0
         else:
             state["bad_epochs"] += 1
-        meta = {"state": state, **meta_common}
-        if improved:
-            save_checkpoint(ckpt_dir / "best", model=model, optimizer=optimizer, meta=meta)
-        save_checkpoint(ckpt_dir / "last", model=model, optimizer=optimizer, meta=meta)
+        if main:
+            meta = {"state": state, **meta_common}
+            if improved:
+                save_checkpoint(ckpt_dir / "best", model=model, optimizer=optimizer, meta=meta)
+            save_checkpoint(ckpt_dir / "last", model=model, optimizer=optimizer, meta=meta)
         if progress:
             progress({"event": "epoch", **record, "best_epoch": state["best_epoch"], "epochs": cfg.epochs})
+    _barrier()  # rank 0's checkpoints are on disk before anyone reads them
     load_checkpoint(ckpt_dir / "best", model=model)
     model.eval()
     result = {
@@ -238,6 +401,7 @@ def fit(
         "train_seconds": state["elapsed"],
         "steps": state["step"],
         "device": str(device),
+        "world_size": world,
     }
     if progress:
         progress({"event": "done", **result})

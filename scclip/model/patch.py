@@ -2,7 +2,7 @@
 
 A cell's features (genes or peaks, in genome order) are cut into ``n_patches`` contiguous patches. The token
 of patch ``p`` is a weighted sum over that patch's non-zero features, so the cost is proportional to the
-number of non-zeros, never to the number of features:
+number of non-zeros, never to the number of features (one ``embedding_bag`` call):
 
     token[b, p] = bias[p] + sum_{f in patch p, x[b, f] != 0} x[b, f] * W[w(f)]
 
@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def uses_pinned_memory(device: str | torch.device) -> bool:
+    """Whether host batches bound for ``device`` are staged in pinned memory (CUDA only)."""
+    return torch.device(device).type == "cuda"
 
 
 @dataclass
@@ -27,35 +33,44 @@ class SparseBatch:
     rows, cols : (nnz,) int64 cell index within the batch and feature index
     values : (nnz,) float32
     n_cells : batch size
+    sorted_cols : columns ascend within every row (canonical CSR); enables the search-based bag offsets
     """
 
     rows: torch.Tensor
     cols: torch.Tensor
     values: torch.Tensor
     n_cells: int
+    sorted_cols: bool = False
 
     @classmethod
     def from_csr(cls, X, *, device: str | torch.device = "cpu") -> SparseBatch:
-        """From a scipy CSR matrix (a batch of rows)."""
-        indptr = np.asarray(X.indptr)
-        counts = torch.from_numpy(np.diff(indptr).astype(np.int64))
-        rows = torch.repeat_interleave(torch.arange(X.shape[0]), counts)
-        return cls(
-            rows=rows.to(device),
-            cols=torch.from_numpy(np.asarray(X.indices, dtype=np.int64)).to(device),
-            values=torch.from_numpy(np.asarray(X.data, dtype=np.float32)).to(device),
-            n_cells=X.shape[0],
-        )
+        """From a scipy CSR matrix (a batch of rows); to CUDA through pinned memory, without blocking."""
+        if not X.has_sorted_indices:
+            X = X.sorted_indices()
+        rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(np.asarray(X.indptr)))
+        cols = torch.from_numpy(np.asarray(X.indices, dtype=np.int64))
+        values = torch.from_numpy(np.asarray(X.data, dtype=np.float32))
+        return cls(torch.from_numpy(rows), cols, values, X.shape[0], sorted_cols=True).to(device)
 
     def to(self, device) -> SparseBatch:
-        return SparseBatch(self.rows.to(device), self.cols.to(device), self.values.to(device), self.n_cells)
+        """On ``device``; host -> CUDA copies go through pinned memory with ``non_blocking=True``."""
+        device = torch.device(device)
+        if device.type == "cpu" and self.values.device.type == "cpu":
+            return self
+        pin = uses_pinned_memory(device) and self.values.device.type == "cpu"
+        move = (lambda t: t.pin_memory().to(device, non_blocking=True)) if pin else (lambda t: t.to(device))
+        return SparseBatch(
+            move(self.rows), move(self.cols), move(self.values), self.n_cells, self.sorted_cols
+        )
 
     def dropout(self, p: float) -> SparseBatch:
         """Drop each non-zero with probability ``p`` (training-time feature masking)."""
         if p <= 0:
             return self
         keep = torch.rand(self.values.shape, device=self.values.device) >= p
-        return SparseBatch(self.rows[keep], self.cols[keep], self.values[keep], self.n_cells)
+        return SparseBatch(
+            self.rows[keep], self.cols[keep], self.values[keep], self.n_cells, self.sorted_cols
+        )
 
     def to_dense(self, n_features: int) -> torch.Tensor:
         out = torch.zeros(self.n_cells, n_features, device=self.values.device)
@@ -86,6 +101,12 @@ class PatchEmbedding(nn.Module):
         self.register_buffer("patch", patch, persistent=False)
         weight_index = offset if mode == "shared" else torch.arange(len(patch))
         self.register_buffer("weight_index", weight_index, persistent=False)
+        # Patches are contiguous feature ranges (the feature space's layout): a token's non-zeros are then
+        # found by binary search from the patch's first feature, without per-non-zero patch lookups.
+        self.contiguous = bool((patch[1:] >= patch[:-1]).all()) if len(patch) > 1 else True
+        self.register_buffer(
+            "patch_start", torch.searchsorted(patch, torch.arange(self.n_patches)), persistent=False
+        )
         n_rows = self.patch_size if mode == "shared" else len(patch)
         # Scaled so that a patch with a handful of non-zeros starts with unit-scale tokens.
         self.weight = nn.Parameter(torch.randn(n_rows, d_model) * 0.02)
@@ -94,11 +115,24 @@ class PatchEmbedding(nn.Module):
 
     def forward(self, batch: SparseBatch) -> torch.Tensor:
         B, P, d = batch.n_cells, self.n_patches, self.weight.shape[1]
-        slot = batch.rows * P + self.patch[batch.cols]  # (nnz,)
-        contrib = self.weight[self.weight_index[batch.cols]] * batch.values[:, None]  # (nnz, d)
-        tokens = torch.zeros(B * P, d, dtype=contrib.dtype, device=contrib.device)
-        tokens = tokens.index_add(0, slot, contrib).view(B, P, d)  # (B, P, d)
-        return self.norm(tokens + self.bias)
+        cols, values = batch.cols, batch.values.to(self.weight.dtype)
+        if self.contiguous and batch.sorted_cols:
+            # Non-zeros are ordered by (cell, feature), hence by token: each token's bag starts where the
+            # search for (cell, first feature of its patch) lands.
+            n = self.patch.numel()
+            cells = torch.arange(B, device=cols.device)[:, None] * n
+            offsets = torch.searchsorted(batch.rows * n + cols, (cells + self.patch_start).reshape(-1))
+        else:
+            slot = batch.rows * P + self.patch[cols]  # (nnz,) the (cell, patch) token of every non-zero
+            slot, order = torch.sort(slot, stable=True)
+            cols, values = cols[order], values[order]
+            counts = torch.bincount(slot, minlength=B * P)
+            offsets = counts.cumsum(0) - counts
+        index = cols if self.mode == "per_patch" else self.weight_index[cols]
+        # One bag per token: a fused gather-scale-sum, never an (nnz, d) intermediate.
+        tokens = F.embedding_bag(index, self.weight, offsets, mode="sum", per_sample_weights=values)
+        tokens = tokens.view(B, P, d).add_(self.bias)  # in place: embedding_bag's backward does not need it
+        return self.norm(tokens)
 
     def dense_reference(self, x: torch.Tensor) -> torch.Tensor:
         """The same tokens from a dense (B, n_features) matrix (for tests: the obvious implementation)."""
