@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show Python tracebacks on errors")
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show Python tracebacks on errors"
+    )
 
     t = sub.add_parser(
         "train",
@@ -117,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="matches.csv or .parquet")
     m.add_argument("--one-to-one", action="store_true", help="also write a one-to-one assignment table")
 
-    v = sub.add_parser("evaluate", parents=[common], help="integration and matching metrics of an embedded .h5mu (JSON)")
+    v = sub.add_parser(
+        "evaluate", parents=[common], help="integration and matching metrics of an embedded .h5mu (JSON)"
+    )
     v.add_argument("--data", required=True, help="embedded .h5mu (from scclip embed)")
     v.add_argument("--label-key", default=None, help="obs column with cell types (e.g. cell_type)")
     return p
@@ -200,6 +203,10 @@ def cmd_train(args) -> int:
         data_name=str(args.data),
     )
     s = model.summary
+    from scclip.training import is_main_process
+
+    if not is_main_process():  # under torchrun the summary is printed once, by rank 0
+        return 0
     print(
         json.dumps(
             {

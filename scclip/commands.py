@@ -61,13 +61,20 @@ def run_match(args) -> int:
     rna, atac = mdata["rna"], mdata["atac"]
     paired = rna.n_obs == atac.n_obs and bool(np.all(rna.obs_names == atac.obs_names))
     k = min(args.k, rna.n_obs, atac.n_obs)
-    table = match_table(rna.obsm[EMBED_KEY], atac.obsm[EMBED_KEY], rna_names=rna.obs_names, atac_names=atac.obs_names,
-                        k=k, paired=paired)
+    table = match_table(
+        rna.obsm[EMBED_KEY],
+        atac.obsm[EMBED_KEY],
+        rna_names=rna.obs_names,
+        atac_names=atac.obs_names,
+        k=k,
+        paired=paired,
+    )
     _write_table(table, out)
     result = {"out": str(out), "rows": len(table), "k": k, "paired": paired}
     if args.one_to_one:
-        pairs = one_to_one(rna.obsm[EMBED_KEY], atac.obsm[EMBED_KEY], rna_names=rna.obs_names,
-                           atac_names=atac.obs_names)
+        pairs = one_to_one(
+            rna.obsm[EMBED_KEY], atac.obsm[EMBED_KEY], rna_names=rna.obs_names, atac_names=atac.obs_names
+        )
         stem = out.name[: -len("".join(out.suffixes))] if out.suffixes else out.name
         pairs_out = out.with_name(f"{stem}_one_to_one{''.join(out.suffixes)}")
         _write_table(pairs, pairs_out)

@@ -34,4 +34,3 @@ def svd_init_(embed: PatchEmbedding, X, *, seed: int = 0, scale: float = 0.1) ->
         return
     load = svd_loadings(X, embed.weight.shape[1], seed=seed)
     embed.weight.copy_(torch.from_numpy(load * scale))
-
