@@ -16,10 +16,11 @@ SNARE_TEST_LIBRARIES = ("09I", "09J")
 MODEL_ZIP_SUFFIXES = (".json", ".safetensors", ".tsv.gz", ".md")
 MODEL_ZIP_MAX_BYTES = 2 * 1024**3
 # 24 distinguishable colours (Plotly's Dark24 without near-greys, then Light24) for categories.
+# Tableau 10, then Kelly's colours of maximum contrast: neighbouring categories stay tellable apart
 PALETTE = [
-    "#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#B68100", "#750D86", "#EB663B",
-    "#511CFB", "#00A08B", "#FB00D1", "#FC0080", "#B2828D", "#6C7C32", "#778AAE", "#862A16",
-    "#A777F1", "#620042", "#1616A7", "#DA60CA", "#6C4516", "#0D2A63", "#AF0038", "#22FFA7",
-    "#FD3216", "#00FE35", "#6A76FC", "#FED4C4", "#FE00CE", "#0DF9FF", "#F6F926", "#FF9616",
+    "#4E79A7", "#F28E2B", "#E15759", "#76B7B2", "#59A14F", "#EDC948", "#B07AA1", "#FF9DA7",
+    "#9C755F", "#BAB0AC", "#875692", "#008856", "#BE0032", "#F3C300", "#A1CAF1", "#882D17",
+    "#8DB600", "#604E97", "#E68FAC", "#2B3D26", "#C2B280", "#DCD300", "#654522", "#F99379",
+    "#E25822",
 ]  # fmt: skip
 MISSING_COLOR = "#c8c8c8"
