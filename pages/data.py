@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -59,6 +58,10 @@ with tab_upload:
         accept_multiple_files=True,
         key="upload_files",
     )
+    st.caption(
+        f"Up to {explore.max_upload_bytes() / 1024**2:,.0f} MB in all; larger files: use the **Server path** tab. "
+        "Uploads are read in a private temporary folder that is deleted right after."
+    )
     pairing = st.segmented_control(
         "RNA and ATAC from two files are…",
         ["detect from barcodes", "paired (same cells)", "unpaired (different cells)"],
@@ -66,17 +69,13 @@ with tab_upload:
         key="upload_pairing",
     )
     if st.button("Read uploaded files", type="primary", disabled=not files, key="upload_load"):
-        tmp = Path(tempfile.mkdtemp(prefix="scclip_upload_"))
-        paths = []
-        for f in files:
-            p = tmp / Path(f.name).name
-            p.write_bytes(f.getvalue())
-            paths.append(p)
         paired = {"paired (same cells)": True, "unpaired (different cells)": False}.get(pairing or "")
         try:
-            with st.spinner("Reading…"):
-                mdata, notes = explore.read_files(
-                    paths, model=model["model"] if model else None, paired=paired
+            with st.spinner("Reading…"):  # a private temporary folder, deleted once read
+                mdata, notes = explore.read_uploads(
+                    [(f.name, f.getvalue()) for f in files],
+                    model=model["model"] if model else None,
+                    paired=paired,
                 )
             label = " + ".join(f.name for f in files)
             fp = hashlib.blake2b(b"".join(f.getvalue()[: 1 << 20] for f in files), digest_size=6).hexdigest()

@@ -125,7 +125,7 @@ with uc:
             with tempfile.NamedTemporaryFile(suffix=".zip") as tmp:
                 tmp.write(blob)
                 tmp.flush()
-                folder = explore.safe_extract_model_zip(tmp.name, dest)
+                folder = explore.safe_extract_model_zip(tmp.name, dest, reuse=True)
             common.model_entry(str(folder))
             ss.custom_models = [*custom, str(folder)]
             common.set_model(str(folder))

@@ -221,6 +221,28 @@ def _align_intervals(adata, features: ModalityFeatures, warnings: list[str], ove
     return rows, cols, "overlap", matched_by, extra
 
 
+def _check_gene_species(q_names: np.ndarray, genome: str | None) -> None:
+    """When no gene maps: raise GenomeMismatchError if the symbols belong to the other bundled assembly."""
+    from scclip.errors import GenomeMismatchError
+    from scclip.genome import gene_table, genome_alias
+
+    own = genome_alias(genome) if genome else None
+    other = {"mm10": "hg38", "hg38": "mm10"}.get(own or "")
+    if other is None:
+        return
+    names = pd.Index(q_names)
+    n_own = int(names.isin(gene_table(own)["gene_name"]).sum())
+    n_other = int(names.isin(gene_table(other)["gene_name"]).sum())
+    if n_other >= max(3 * n_own, 0.3 * len(names), 1):
+        species = {"mm10": "mouse", "hg38": "human"}
+        msg = (
+            f"genome mismatch: {n_other} of {len(names)} gene names are {species[other]} ({other}) genes but "
+            f"only {n_own} are {species[own]} ({own}) genes, the model's genome (e.g. {names[:3].tolist()}). "
+            f"Use a {species[other]} model, or check the species of the data."
+        )
+        raise GenomeMismatchError(msg)
+
+
 def align_features(
     adata, features: ModalityFeatures, *, genome: str | None = None, overlap: str = "best"
 ) -> Alignment:
@@ -264,6 +286,8 @@ def align_features(
     used = np.diff(matrix.indptr) > 0
     n_used, n_hit = int(used.sum()), int(np.count_nonzero(np.bincount(cols, minlength=nm)))
     if n_used == 0:
+        if features.modality == "rna":
+            _check_gene_species(q_names, features.genome)
         msg = (
             f"no query feature maps onto the model's {nm} {features.modality} features ({features.kind}, "
             f"genome {features.genome}); check the genome / feature names: the query has e.g. "

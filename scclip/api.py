@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import anndata as ad
 import mudata as md
 import numpy as np
+import torch
 
 from scclip import gap
 from scclip.align import align_features
@@ -22,6 +24,7 @@ from scclip.training import TrainConfig, encode_csr, fit, resolve_device
 
 EMBED_KEY = "X_scclip"
 DEFAULT_RUNS_DIR = Path("runs")
+logger = logging.getLogger(__name__)
 
 
 def map_modality(adata: ad.AnnData, features, *, genome: str | None = None):
@@ -189,10 +192,13 @@ def train(
     tcfg = (
         train_config if isinstance(train_config, TrainConfig) else TrainConfig.from_dict(train_config or {})
     )
+    from scclip.io import check_modality_data
+
     for m in ("rna", "atac"):
         if m not in mdata.mod:
             msg = f"training needs paired rna and atac; the data has only {list(mdata.mod)}"
             raise ScclipError(msg)
+        check_modality_data(mdata[m], m)
     pairing = pairing_report(mdata)
     mdata = paired_cells(mdata)
     fs, fs_report = build_feature_space(
@@ -215,6 +221,7 @@ def train(
     counts = {m: map_modality(mdata[m], fs[m], genome=genome) for m in ("rna", "atac")}
     # idf from training cells only
     idf = tfidf_fit(counts["atac"][0][split["train"]]) if atac_method == "tfidf" else None
+    torch.manual_seed(tcfg.seed)  # seeded initial weights: a fixed seed reproduces the run (and its resume)
     model = ScclipModel.create(fs, mcfg, preprocessing=prep, idf=idf)
     prepared = {}
     for m, (X, report) in counts.items():
@@ -328,6 +335,10 @@ def embed(
     if not mods:
         msg = f"the data has no 'rna' or 'atac' modality (it has {list(mdata.mod)}); rename the modalities"
         raise ScclipError(msg)
+    from scclip.io import check_modality_data
+
+    for m in mods:
+        check_modality_data(mdata[m], m)
     dev = resolve_device(device)
     model.net.to(dev).eval()
     if paired is None:
@@ -340,12 +351,17 @@ def embed(
         "temperature": model.temperature,
         "key": key,
         "modalities": {},
+        "warnings": [],
     }
     raw = {}
     for m in mods:
         X, report = prepare_modality(model, mdata[m], m, genome=genome)
         raw[m] = encode_csr(model.net, m, X, batch_size=batch_size, device=dev)
         info["modalities"][m] = report
+        found = [*report.get("warnings", []), report["preprocessing"].get("warning")]
+        info["warnings"] += [f"{m}: {w}" for w in found if w]
+    for w in info["warnings"]:
+        logger.warning(w)
     joint, info["gap"] = _joint_embedding(raw, close_gap=close_gap, k=gap_k, device=dev)
     for m in mods:
         adata = mdata[m]

@@ -1,8 +1,10 @@
 """Training checkpoints without pickle: tensors in ``.safetensors``, everything else in JSON, written atomically.
 
 A checkpoint ``NAME`` is the pair ``NAME.safetensors`` (model, optimizer and RNG tensors) and ``NAME.json``
-(step, epoch, optimizer hyper-parameters, RNG state of numpy, configs, history). Both carry the same random
-``token``; a pair whose tokens differ (a crash between the two renames) is refused with a clear message.
+(step, epoch, optimizer hyper-parameters, RNG state of numpy, configs, history). The JSON metadata are also
+stored in the safetensors header, so one atomic rename commits a checkpoint: a kill at any moment leaves the
+previous or the new checkpoint, never a mix. (Older checkpoints without that header: both files carry the
+same random ``token`` and a pair whose tokens differ is refused with a clear message.)
 """
 
 from __future__ import annotations
@@ -79,9 +81,10 @@ def save_checkpoint(path_stem: str | Path, *, model, optimizer, meta: dict) -> N
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     meta = {**meta, "optimizer": opt_meta, "token": token}
-    _atomic_write(
-        stem.with_suffix(".safetensors"), lambda p: save_file(tensors, str(p), metadata={"token": token})
-    )
+    # The metadata travel inside the .safetensors too, so that this one atomic rename commits the checkpoint;
+    # the .json beside it is a readable copy (stale only if killed between the two renames).
+    header = {"token": token, "meta": json.dumps(meta, default=_json_default)}
+    _atomic_write(stem.with_suffix(".safetensors"), lambda p: save_file(tensors, str(p), metadata=header))
     write_json_atomic(stem.with_suffix(".json"), meta)
 
 
@@ -101,8 +104,11 @@ def load_checkpoint(path_stem: str | Path, *, model, optimizer=None) -> dict:
     from safetensors import safe_open
 
     with safe_open(str(st), framework="pt") as f:
-        token = (f.metadata() or {}).get("token")
-    if token != meta.get("token"):
+        header = f.metadata() or {}
+    token = header.get("token")
+    if "meta" in header:  # authoritative copy written in the same atomic rename as the tensors
+        meta = json.loads(header["meta"])
+    elif token != meta.get("token"):
         msg = (
             f"training checkpoint {stem}: tensors and metadata come from different saves (interrupted write)"
         )

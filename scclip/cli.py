@@ -1,4 +1,4 @@
-"""Command line: ``scclip train | embed | match | evaluate``.
+"""Command line: ``scclip train | embed | match | evaluate | convert-checkpoint``.
 
 Bad input exits with status 1 and one short message on stderr (usage errors: 2); ``--debug`` shows the
 traceback.
@@ -123,6 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--data", required=True, help="embedded .h5mu (from scclip embed)")
     v.add_argument("--label-key", default=None, help="obs column with cell types (e.g. cell_type)")
+
+    c = sub.add_parser(
+        "convert-checkpoint",
+        parents=[common],
+        help="convert a TRUSTED PyTorch .pt/.ckpt checkpoint into safetensors + JSON",
+        epilog=EPILOG,
+        description="scclip never loads pickle files (.pt, .ckpt, .pkl, .bin) as models: unpickling can run "
+        "code. For a checkpoint you trust, this command reads it with torch.load(weights_only=True) "
+        "(tensors and plain values only) and writes OUT/model.safetensors + OUT/checkpoint.json. With "
+        "--like MODEL it copies MODEL's config.json, feature tables and card, checks the weights against "
+        "that config, and OUT becomes a release folder usable as --model OUT.",
+    )
+    c.add_argument("checkpoint", metavar="IN.pt", help="the trusted checkpoint (.pt, .pth, .ckpt, .bin)")
+    c.add_argument("--out", required=True, help="new folder to write")
+    c.add_argument(
+        "--like",
+        default=None,
+        help="release folder or pretrained name with the same architecture (makes OUT a loadable model)",
+    )
     return p
 
 
@@ -251,6 +270,8 @@ def cmd_embed(args) -> int:
         model, mdata, genome=args.genome, batch_size=args.batch_size, device=args.device, paired=paired
     )
     write_h5mu(result, args.out)
+    for w in result.uns["scclip"].get("warnings", []):
+        print(f"scclip embed: warning: {w}", file=sys.stderr)
     summary = {
         m: {
             k: v
@@ -285,7 +306,22 @@ def cmd_evaluate(args) -> int:
     return run_evaluate(args)
 
 
-COMMANDS = {"train": cmd_train, "embed": cmd_embed, "match": cmd_match, "evaluate": cmd_evaluate}
+def cmd_convert(args) -> int:
+    from scclip.convert import convert_checkpoint
+
+    out = convert_checkpoint(args.checkpoint, args.out, like=args.like)
+    meta = json.loads((out / "checkpoint.json").read_text())
+    print(json.dumps({"out": str(out), "tensors": len(meta["tensors"]), "release_folder": bool(args.like)}))
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "embed": cmd_embed,
+    "match": cmd_match,
+    "evaluate": cmd_evaluate,
+    "convert-checkpoint": cmd_convert,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

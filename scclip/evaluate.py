@@ -176,7 +176,8 @@ def evaluate(
     T = 0.05), ``match_probability_learned_T`` (when ``temperature`` is given), ``asw_cell_type``,
     ``mixing_entropy`` (log2, 1 = perfect), ``label_transfer_accuracy`` (RNA -> ATAC, k = 15), ``directions``
     (per-direction values of the paired metrics), ``n_cells`` (``{"rna", "atac", "paired"}``) and ``reasons``
-    (metric -> why it is ``None``). Pairing metrics need both modalities to hold the same set of obs_names (any
+    (metric -> why it is ``None``), and ``raw`` (FOSCTTM, top-1/5 and mixing of ``obsm[key + '_raw']``, the
+    embedding before the modality-gap correction, when present). Pairing metrics need both modalities to hold the same set of obs_names (any
     order; they are aligned by name); label metrics need ``label_key``.
     """
     rna_ad, atac_ad = _modality(mdata, "rna"), _modality(mdata, "atac")
@@ -202,7 +203,7 @@ def evaluate(
                 ["foscttm", "top1", "top5", "match_probability", "match_probability_learned_T"], why_unpaired
             )
         )
-    return evaluate_embeddings(
+    res = evaluate_embeddings(
         rna_emb,
         atac_emb,
         paired=order is not None,
@@ -213,3 +214,15 @@ def evaluate(
         chunk_size=chunk_size,
         reasons=reasons,
     )
+    raw_key = f"{key}_raw"
+    if raw_key in rna_ad.obsm and raw_key in atac_ad.obsm:
+        # the same cells before the modality-gap correction (scclip.gap), for comparison
+        raw_r, raw_a = np.asarray(rna_ad.obsm[raw_key]), np.asarray(atac_ad.obsm[raw_key])
+        if order is not None:
+            raw_a = raw_a[order]
+        raw = evaluate_embeddings(
+            raw_r, raw_a, paired=order is not None, k_mixing=k_mixing, chunk_size=chunk_size
+        )
+        res["raw"] = {k: raw[k] for k in ("foscttm", "top1", "top5", "mixing_entropy")}
+        res["raw"]["key"] = raw_key
+    return res

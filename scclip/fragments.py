@@ -175,6 +175,14 @@ def count_fragments(
     file_chroms: set[str] = set()
     try:
         for chunk in _chunks(path, chunksize):
+            if chunk["barcode"].isna().any() or (chunk["end"] < chunk["start"]).any():
+                bad = chunk[chunk["barcode"].isna() | (chunk["end"] < chunk["start"])].iloc[0]
+                msg = (
+                    f"{path} has malformed lines (e.g. {bad['chrom']}\t{bad['start']}\t{bad['end']}\t"
+                    f"{bad['barcode']}: a missing barcode or end < start); every line must be chrom, start, end, "
+                    "barcode, count, tab-separated: fix or remove those lines"
+                )
+                raise ScclipError(msg)
             cats = chunk["barcode"].cat.categories
             if ids is None:
                 bmap = known.get_indexer(cats)
@@ -195,10 +203,13 @@ def count_fragments(
             cuts = np.concatenate([chunk["start"].to_numpy()[keep], chunk["end"].to_numpy()[keep] - 1])
             which, ivl = index.lookup(np.concatenate([chrom_id, chrom_id]), cuts)
             pieces.append(np.unique(np.concatenate([cell, cell])[which] * n_ivl + ivl, return_counts=True))
+    except ScclipError:
+        raise
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as err:
         msg = (
-            f"Could not read {path} as a 10x fragments file (tab-separated chrom, start, end, barcode, count; "
-            f"'#' comments): {type(err).__name__}: {err}"
+            f"Could not read {path} as a 10x fragments file: malformed lines ({type(err).__name__}: {err}); "
+            "every line must be chrom, start, end, barcode, count, tab-separated ('#' starts a comment): fix or "
+            "remove those lines, or re-export the file from Cell Ranger"
         )
         raise ScclipError(msg) from err
     if not file_chroms & set(index.chroms):

@@ -18,9 +18,11 @@ columns the file had in ``var``. What was recognised or inferred is logged and r
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tarfile
 import tempfile
+import uuid
 import warnings
 from pathlib import Path, PurePosixPath
 
@@ -34,7 +36,15 @@ from scipy.io import mmread
 
 from scclip.errors import ScclipError
 
-__all__ = ["MODALITIES", "paired_cells", "pairing_report", "read", "read_pair", "write_h5mu"]
+__all__ = [
+    "MODALITIES",
+    "check_modality_data",
+    "paired_cells",
+    "pairing_report",
+    "read",
+    "read_pair",
+    "write_h5mu",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -113,23 +123,96 @@ def _to_csr(X) -> sp.csr_matrix:
     return X
 
 
-def _finish(adata: ad.AnnData, mod: str, source: str, notes: list[str]) -> ad.AnnData:
-    """Validate one modality and bring it to the common layout (str names, float32 CSR X)."""
+def _check_values(X, mod: str, source: str) -> None:
+    """Refuse NaN / infinite values and negative counts (the message says what to do instead)."""
+    data = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    bad = ~np.isfinite(data)
+    if bad.any():
+        msg = (
+            f"The {mod} matrix in {source} holds {int(bad.sum()):,} NaN or infinite values: scCLIP needs raw "
+            "counts (or log-normalised values for RNA). Replace them (e.g. X[np.isnan(X)] = 0) or pass the "
+            "raw counts (layers['counts'])."
+        )
+        raise ScclipError(msg)
+    neg = data < 0
+    if not neg.any():
+        return
+    sample = data[neg][:1_000_000]
+    if mod == "rna" and not np.allclose(sample, np.round(sample), atol=1e-6):
+        msg = (
+            f"The RNA matrix in {source} has {int(neg.sum()):,} negative values: it looks scaled (z-scored, "
+            "e.g. scanpy pp.scale), which cannot be turned back into expression. Pass raw counts "
+            "(layers['counts']) or the log-normalised values (keep them in adata.raw before scaling)."
+        )
+    else:
+        msg = (
+            f"The {mod} matrix in {source} has {int(neg.sum()):,} negative values (e.g. {float(sample[0]):g}); "
+            "counts cannot be negative. Pass the raw count matrix (layers['counts'] or the 10x .h5)."
+        )
+    raise ScclipError(msg)
+
+
+def check_modality_data(adata: ad.AnnData, mod: str, source: str = "the data") -> None:
+    """Check one modality before it is used: a matrix ``X``, cells and features, unique barcodes, unique
+    feature names, finite non-negative values. Raises :class:`ScclipError` saying what is wrong and what to do.
+
+    Parameters
+    ----------
+    adata
+        One modality (``X`` cells x features).
+    mod
+        ``'rna'`` or ``'atac'``.
+    source
+        How to name the data in messages (a file name).
+    """
+    if adata.X is None:
+        msg = (
+            f"The {mod} AnnData in {source} has no matrix X. Store the raw counts in X "
+            "(adata.X = adata.layers['counts']) and save the file again."
+        )
+        raise ScclipError(msg)
     if adata.n_obs == 0 or adata.n_vars == 0:
         msg = f"The {mod} matrix in {source} is empty ({adata.n_obs} cells x {adata.n_vars} features): check the file."
         raise ScclipError(msg)
-    adata.obs_names = adata.obs_names.astype(str)
-    adata.var_names = adata.var_names.astype(str)
-    if not adata.obs_names.is_unique:
-        dup = adata.obs_names[adata.obs_names.duplicated()].unique()[:3].tolist()
+    obs_names = pd.Index(adata.obs_names).astype(str)
+    if not obs_names.is_unique:
+        dup = obs_names[obs_names.duplicated()].unique()[:3].tolist()
         msg = (
             f"The {mod} cell barcodes in {source} are not unique (e.g. {dup}). If the file merges several "
             "samples, prefix each barcode with its sample name so that every cell has its own id."
         )
         raise ScclipError(msg)
-    if not adata.var_names.is_unique:
+    var_names = pd.Index(adata.var_names).astype(str)
+    if not var_names.is_unique and not _unique_gene_ids(adata, mod):
+        dup = var_names[var_names.duplicated()].unique()
+        what = "peak" if mod == "atac" else "gene"
+        msg = (
+            f"The {mod} feature names in {source} are not unique ({len(dup):,} {what} names occur more than "
+            f"once, e.g. {dup[:3].tolist()}): each feature must occur once. Sum or drop the duplicated "
+            "columns" + (", or add a unique var['gene_ids'] column" if mod == "rna" else "") + "."
+        )
+        raise ScclipError(msg)
+    _check_values(adata.X, mod, source)
+
+
+def _unique_gene_ids(adata: ad.AnnData, mod: str) -> bool:
+    """RNA features with duplicate symbols are fine when a unique gene id tells them apart."""
+    if mod != "rna":
+        return False
+    col = next((c for c in ("gene_ids", "gene_id", "ensembl_id") if c in adata.var), None)
+    return col is not None and adata.var[col].astype(str).is_unique
+
+
+def _finish(adata: ad.AnnData, mod: str, source: str, notes: list[str]) -> ad.AnnData:
+    """Validate one modality and bring it to the common layout (str names, float32 CSR X)."""
+    check_modality_data(adata, mod, source)
+    adata.obs_names = adata.obs_names.astype(str)
+    adata.var_names = adata.var_names.astype(str)
+    if not adata.var_names.is_unique:  # RNA symbols told apart by unique gene ids
         adata.var_names_make_unique()
-        notes.append(f"{mod}: duplicate feature names were made unique (suffixes -1, -2, ...)")
+        notes.append(
+            f"{mod}: duplicate gene symbols were made unique (suffixes -1, -2, ...); they match by gene id"
+        )
     adata.X = _to_csr(adata.X)
     if adata.X.nnz == 0:
         notes.append(f"{mod}: the matrix has no non-zero counts")
@@ -198,8 +281,24 @@ def _add_genome(adata: ad.AnnData) -> None:
             adata.uns["genome"] = str(genomes[0])
 
 
+def _has_negative(X) -> bool:
+    data = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    return bool(data.size) and bool(np.nanmin(data[:1_000_000]) < 0)
+
+
 def _use_counts(adata: ad.AnnData, notes: list[str]) -> ad.AnnData:
-    """Use a raw-count layer when ``X`` holds normalised values and the file kept the counts."""
+    """Use a raw-count layer when ``X`` holds normalised values and the file kept the counts.
+
+    Without ``X`` a count layer is used; scaled ``X`` (negative values) falls back to ``.raw`` when that holds
+    non-negative (log-normalised) values.
+    """
+    if adata.X is None:
+        for layer in _COUNT_LAYERS:
+            if layer in adata.layers:
+                notes.append(f"the file has no X; used layers['{layer}'] as counts")
+                adata.X = adata.layers[layer]
+                return adata
+        return adata  # check_modality_data says what to do
     if not _non_integer(adata.X):
         return adata
     for layer in _COUNT_LAYERS:
@@ -212,6 +311,11 @@ def _use_counts(adata: ad.AnnData, notes: list[str]) -> ad.AnnData:
             notes.append("X is not integer counts; used .raw.X as raw counts")
             adata.X = adata.raw.X
             return adata
+    if adata.raw is not None and _has_negative(adata.X) and not _has_negative(adata.raw.X):
+        notes.append(
+            f"X is scaled (negative values); used .raw ({adata.raw.n_vars} features, log-normalised) instead"
+        )
+        return ad.AnnData(X=adata.raw.X, obs=adata.obs, var=adata.raw.var, uns=adata.uns)
     notes.append("X is not integer counts and no raw-count layer was found; X is used as it is")
     return adata
 
@@ -416,7 +520,7 @@ def _read_hdf5(path: Path, modality: str | None, info: dict) -> md.MuData:
     if "matrix" in keys or cr2:
         info["format"] = "10x_h5"
         return _read_10x_h5(path, modality, info)
-    if "X" in keys and "var" in keys:
+    if "var" in keys and "obs" in keys:  # AnnData (X may be missing: a count layer or a clear error)
         info["format"] = "h5ad"
         return _read_h5ad(path, modality, info)
     msg = f"{path} is HDF5 but not a known single-cell layout (top-level keys: {sorted(keys)}); expected {_SUPPORTED}."
@@ -447,6 +551,12 @@ def read(path, *, modality: str | None = None) -> md.MuData:
         raise ScclipError(msg)
     name = path.name.lower()
     info: dict = {"source": str(path), "format": "", "notes": []}
+    with warnings.catch_warnings():  # duplicate names get scclip's own message (check_modality_data)
+        warnings.filterwarnings("ignore", message=r".*names are not unique", category=UserWarning)
+        return _read_path(path, name, modality, info)
+
+
+def _read_path(path: Path, name: str, modality: str | None, info: dict) -> md.MuData:
     try:
         if path.is_dir() or name.endswith((".mtx", ".mtx.gz")):
             info["format"] = "10x_mtx"
@@ -546,13 +656,18 @@ def read_pair(rna_path, atac_path, *, paired: bool = False) -> tuple[md.MuData, 
 
 
 def write_h5mu(mdata: md.MuData, path) -> Path:
-    """Write ``mdata`` to ``path`` (``.h5mu``), creating the folder; returns the path."""
+    """Write ``mdata`` to ``path`` (``.h5mu``) atomically (a temporary file in the same folder, then a rename),
+    creating the folder; a failure leaves no partial file. Returns the path."""
     path = Path(path).expanduser()
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.h5mu")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with md.set_options(pull_on_update=False):
-            mdata.write_h5mu(path)
+            mdata.write_h5mu(tmp)
+        os.replace(tmp, path)  # atomic: readers see the old file or the complete new one
     except OSError as err:
         msg = f"Could not write {path} ({err}): check that the folder is writable and has free space."
         raise ScclipError(msg) from err
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

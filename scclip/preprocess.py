@@ -18,6 +18,7 @@ from scclip.errors import ScclipError
 
 __all__ = [
     "binarize",
+    "diagnose",
     "looks_normalized",
     "normalize_rna",
     "prepare_atac",
@@ -86,6 +87,11 @@ def _diagnose(X) -> tuple[bool, str]:
     return False, "non-integer values on a count scale (e.g. ambient-corrected counts)"
 
 
+def diagnose(X) -> tuple[bool, str]:
+    """``(looks normalised, why)``: what :func:`prepare_rna` will see in ``X`` (see :func:`looks_normalized`)."""
+    return _diagnose(X)
+
+
 def looks_normalized(X) -> bool:
     """Whether ``X`` already looks normalised rather than raw counts.
 
@@ -110,6 +116,11 @@ def prepare_rna(X, *, target_sum: float = 1e4) -> tuple[sp.csr_matrix, dict]:
         if "negative" in reason or "NaN" in reason:
             info["warning"] = (
                 f"RNA input {reason}: expected raw counts or log-normalised values; used as it is"
+            )
+        else:
+            info["warning"] = (
+                f"RNA input looks already normalised ({reason}): used as it is, not normalised again; "
+                "pass raw counts for the model's own normalize_total + log1p"
             )
         return _csr(X), info
     info["target_sum"] = target_sum

@@ -130,9 +130,27 @@ class ScclipModel:
         return directory
 
 
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".joblib")
+
+
+def refuse_pickle(path: Path) -> None:
+    """Raise :class:`ScclipError` for a pickle-based file given as a model (loading one can run code)."""
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        msg = (
+            f"{path} is a pickle-based file ({path.suffix}), which scclip never loads as a model: unpickling "
+            "can run arbitrary code. If you trust it, convert it with `scclip convert-checkpoint "
+            f"{path} --out DIR --like MODEL` and load DIR"
+        )
+        raise ScclipError(msg)
+
+
 def resolve_model_dir(name_or_dir: str | Path) -> Path:
-    """A release folder from a path, a run folder, or a bare name in $SCCLIP_PRETRAINED_DIR / ``pretrained/``."""
+    """A release folder from a path, a run folder, or a bare name in $SCCLIP_PRETRAINED_DIR / ``pretrained/``.
+
+    Only release folders are accepted: a pickle (``.pt``, ``.ckpt``, ``.pkl``, ``.bin``, ...) is refused.
+    """
     path = Path(name_or_dir).expanduser()
+    refuse_pickle(path)
     candidates = [path, path / "model"]
     if not path.is_absolute() and len(path.parts) == 1:
         env = os.environ.get("SCCLIP_PRETRAINED_DIR")
@@ -142,6 +160,15 @@ def resolve_model_dir(name_or_dir: str | Path) -> Path:
     for c in candidates:
         if (c / "config.json").is_file():
             return c
+    if path.is_dir() and not (path / "model.safetensors").is_file():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+        if pickles:
+            msg = (
+                f"{path} holds no release folder, only pickle files ({', '.join(pickles[:3])}), which scclip "
+                "never loads: if you trust them, convert one with `scclip convert-checkpoint FILE --out DIR "
+                "--like MODEL`"
+            )
+            raise ScclipError(msg)
     known = ", ".join(list_pretrained()) or "none found"
     msg = (
         f"no scCLIP model at {name_or_dir!r}: expected a folder with config.json and model.safetensors "
@@ -160,6 +187,34 @@ def list_pretrained() -> list[str]:
                 p.name for p in root.iterdir() if (p / "config.json").is_file() and p.name not in names
             )
     return names
+
+
+def _names(names: list[str], n: int = 8) -> str:
+    return ", ".join(names[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")
+
+
+def check_state_dict(net: torch.nn.Module, state: dict, *, where: str) -> None:
+    """Raise :class:`ScclipError` listing the missing, unexpected and wrongly shaped tensors of ``state``."""
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(
+        f"{k} {tuple(state[k].shape)} (config.json wants {expected[k]})"
+        for k in set(expected) & set(state)
+        if tuple(state[k].shape) != expected[k]
+    )
+    problems = [
+        f"missing tensors: {_names(missing)}" if missing else "",
+        f"unexpected tensors: {_names(unexpected)}" if unexpected else "",
+        f"shapes that do not match config.json: {_names(shapes, 4)}" if shapes else "",
+    ]
+    problems = [p for p in problems if p]
+    if problems:
+        msg = (
+            f"the weights in {where} do not fit the model's config.json: {'; '.join(problems)}. The folder is "
+            "inconsistent: re-download or re-save the model (config.json and model.safetensors belong together)"
+        )
+        raise ScclipError(msg)
 
 
 def load_pretrained(name_or_dir: str | Path, *, device: str | torch.device = "cpu") -> ScclipModel:
@@ -189,11 +244,8 @@ def load_pretrained(name_or_dir: str | Path, *, device: str | torch.device = "cp
         raise ScclipError(msg) from None
     idf = tensors.pop("preprocess.atac.idf", None)
     state = {k: v.float() for k, v in tensors.items()}  # weights may be stored in 16 bit
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as err:
-        msg = f"weights in {directory} do not fit its config.json ({str(err).splitlines()[0]}); the folder is inconsistent"
-        raise ScclipError(msg) from None
+    check_state_dict(net, state, where=str(directory / "model.safetensors"))
+    net.load_state_dict(state)
     net.eval().to(device)
     summary_path, centroid_path = directory / "summary.json", directory / "centroids.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}

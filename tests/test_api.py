@@ -121,13 +121,20 @@ def test_checkpoints_hold_no_pickle_and_resume_continues(mdata, tmp_path):
     assert [h["epoch"] for h in model.summary["history"]] == [1, 2, 3, 4]
 
 
-def test_interrupted_checkpoint_pair_is_refused(mdata, tmp_path):
+def test_interrupted_checkpoint_pair_is_safe(mdata, tmp_path):
+    from safetensors.torch import load_file, save_file
+
     scclip.train(mdata, out_dir=tmp_path, model_config="tiny", train_config=dict(epochs=1, batch_size=64), val_size=40)
     js = tmp_path / "checkpoints" / "last.json"
     meta = json.loads(js.read_text())
-    meta["token"] = "different"
+    token = meta["token"]
+    meta["token"] = "different"  # a stale .json (killed between the two renames)
     js.write_text(json.dumps(meta))
     net = load_pretrained(tmp_path).net
+    # the metadata inside the .safetensors header win: the checkpoint is still whole
+    assert load_checkpoint(tmp_path / "checkpoints" / "last", model=net)["token"] == token
+    st = tmp_path / "checkpoints" / "last.safetensors"  # an older checkpoint without metadata in its header
+    save_file(load_file(str(st)), str(st), metadata={"token": token})
     with pytest.raises(ScclipError, match="different saves"):
         load_checkpoint(tmp_path / "checkpoints" / "last", model=net)
 

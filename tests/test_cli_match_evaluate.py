@@ -33,6 +33,10 @@ def test_evaluate_prints_the_documented_json(embedded, capsys):
     assert out["foscttm"] == pytest.approx(
         (out["directions"]["foscttm"]["rna_to_atac"] + out["directions"]["foscttm"]["atac_to_rna"]) / 2)
     assert out["reasons"] == {}
+    # the uncorrected embedding is scored alongside: the gap correction keeps FOSCTTM and raises mixing
+    assert out["raw"]["key"] == "X_scclip_raw"
+    assert out["raw"]["mixing_entropy"] < out["mixing_entropy"]
+    assert out["raw"]["foscttm"] != out["foscttm"]
 
 
 def test_evaluate_without_labels_says_why(embedded, capsys):

@@ -72,7 +72,13 @@ from scclip.explore.training_runner import (
     stop_training,
 )
 from scclip.explore.training_runner import _train_main as _train_main  # the training subprocess
-from scclip.explore.uploads import UPLOAD_SUFFIXES, read_files, validation_summary
+from scclip.explore.uploads import (
+    UPLOAD_SUFFIXES,
+    max_upload_bytes,
+    read_files,
+    read_uploads,
+    validation_summary,
+)
 from scclip.explore.zero_shot import load_reference, nearest_centroid, parse_centroids, reference_file
 
 __all__ = [
@@ -112,6 +118,7 @@ __all__ = [
     "list_runs",
     "load_demo",
     "load_reference",
+    "max_upload_bytes",
     "model_fingerprint",
     "nearest_centroid",
     "one_to_one_table",
@@ -120,6 +127,7 @@ __all__ = [
     "points_in_polygon",
     "read_files",
     "read_progress",
+    "read_uploads",
     "reference_file",
     "runs_dir",
     "safe_extract_model_zip",

@@ -3,6 +3,9 @@ embedding."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import anndata as ad
@@ -13,6 +16,53 @@ from scclip.errors import ScclipError
 from scclip.explore.constants import MODALITY_LABELS
 
 UPLOAD_SUFFIXES = (".h5mu", ".h5ad", ".h5", ".tsv.gz", ".tar.gz", ".tgz")
+#: Streamlit's own default upload limit (``server.maxUploadSize``); ``$SCCLIP_MAX_UPLOAD_MB`` changes ours.
+DEFAULT_MAX_UPLOAD_MB = 200.0
+
+
+def max_upload_bytes() -> int:
+    """The largest upload (all files together) read by :func:`read_uploads`: ``$SCCLIP_MAX_UPLOAD_MB`` or 200 MB."""
+    try:
+        mb = float(os.environ.get("SCCLIP_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB))
+    except ValueError:
+        mb = DEFAULT_MAX_UPLOAD_MB
+    return int(mb * 1024**2)
+
+
+def read_uploads(
+    files: list[tuple[str, bytes]],
+    *,
+    model=None,
+    paired: bool | None = None,
+    max_bytes: int | None = None,
+) -> tuple[md.MuData, list[str]]:
+    """Read uploaded files (``(name, content)`` pairs) like :func:`read_files`, in a private temporary folder.
+
+    The folder (mode 0700, one per call, so no other session sees the files) is deleted before returning, also
+    on errors: the data are read into memory. Uploads above ``max_bytes`` (default :func:`max_upload_bytes`)
+    are refused with a pointer to the server-path field.
+    """
+    limit = max_upload_bytes() if max_bytes is None else max_bytes
+    total = sum(len(data) for _, data in files)
+    if total > limit:
+        msg = (
+            f"the upload is {total / 1024**2:,.1f} MB, above this server's limit of {limit / 1024**2:,.1f} MB: "
+            "copy the file to the server and give its path in the 'Server path' tab instead"
+        )
+        raise ScclipError(msg)
+    tmp = Path(tempfile.mkdtemp(prefix="scclip_upload_"))  # private: created with mode 0700
+    try:
+        paths = []
+        for name, data in files:
+            p = tmp / Path(str(name).replace("\\", "/")).name  # no folders, no escape
+            if p.name in ("", ".", ".."):
+                msg = f"invalid upload file name {name!r}"
+                raise ScclipError(msg)
+            p.write_bytes(data)
+            paths.append(p)
+        return read_files(paths, model=model, paired=paired)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _is_fragments(name: str) -> bool:
@@ -96,6 +146,7 @@ def validation_summary(mdata: md.MuData, model=None) -> dict:
     coverage problems (no overlap, wrong genome) are collected as readable errors, never raised.
     """
     from scclip.io import pairing_report
+    from scclip.preprocess import diagnose
 
     out: dict = {"modalities": {}, "warnings": [], "errors": []}
     out["pairing"] = pairing_report(mdata) if len(mdata.mod) == 2 else None
@@ -112,6 +163,13 @@ def validation_summary(mdata: md.MuData, model=None) -> dict:
             "non-zeros per cell": float(nnz / max(a.n_obs, 1)),
             "obs columns": [str(c) for c in a.obs.columns],
         }
+        if m == "rna":
+            looks_normalized, why = diagnose(X)
+            if looks_normalized:
+                out["warnings"].append(
+                    f"RNA: the values look already normalised ({why}); they are used as they are, "
+                    "not normalised again (upload raw counts for the model's own normalisation)"
+                )
         if model is not None:
             try:
                 from scclip.api import map_modality
