@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--rna", help="RNA file")
     e.add_argument("--atac", help="ATAC file")
     e.add_argument(
+        "--fragments",
+        help="ATAC from a 10x fragments.tsv.gz, counted onto the model's ATAC features (with --rna: the RNA cells)",
+    )
+    e.add_argument(
+        "--min-fragments", type=int, default=500, help="--fragments without --rna: keep cells with this many"
+    )
+    e.add_argument(
         "--paired", action="store_true", help="--rna and --atac hold the same cells (match by barcode)"
     )
     e.add_argument("--genome", default=None, help="declared genome of the data (checked against the model's)")
@@ -241,22 +248,50 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _embed_fragments(args, model) -> int:
+    """``scclip embed --fragments`` (+ optional ``--rna``): count the fragments onto the model's ATAC features."""
+    import mudata as md
+
+    from scclip.fragments import atac_from_fragments
+    from scclip.io import read
+
+    if "atac" not in model.feature_space.modalities:
+        msg = f"model {args.model} has no ATAC features to count fragments onto"
+        raise ScclipError(msg)
+    mods = {}
+    barcodes = None
+    if args.rna:
+        mods["rna"] = read(args.rna, modality="rna")["rna"]
+        barcodes = mods["rna"].obs_names
+    mods["atac"] = atac_from_fragments(
+        args.fragments,
+        model.feature_space["atac"],
+        barcodes=barcodes,
+        min_count=None if barcodes is not None else args.min_fragments,
+    )
+    return _finish_embed(args, model, md.MuData(mods), paired=barcodes is not None)
+
+
 def cmd_embed(args) -> int:
-    from scclip.api import embed
-    from scclip.io import read, read_pair, write_h5mu
+    from scclip.io import read, read_pair
     from scclip.pretrained import load_pretrained
 
     _check_positive(args, "batch_size")
-    if args.data and (args.rna or args.atac):
-        msg = "give either --data FILE, or --rna/--atac files, not both"
+    if args.data and (args.rna or args.atac or args.fragments):
+        msg = "give either --data FILE, or --rna/--atac/--fragments files, not both"
         raise ScclipError(msg)
-    if not (args.data or args.rna or args.atac):
-        msg = "nothing to embed: give --data FILE, or --rna FILE and/or --atac FILE"
+    if args.atac and args.fragments:
+        msg = "give ATAC either as --atac FILE or as --fragments FILE, not both"
+        raise ScclipError(msg)
+    if not (args.data or args.rna or args.atac or args.fragments):
+        msg = "nothing to embed: give --data FILE, or --rna FILE and/or --atac FILE (or --fragments FILE)"
         raise ScclipError(msg)
     if args.paired and not (args.rna and args.atac):
         msg = "--paired needs both --rna and --atac"
         raise ScclipError(msg)
     model = load_pretrained(args.model)
+    if args.fragments:
+        return _embed_fragments(args, model)
     if args.data:
         mdata = read(args.data)
         paired = None
@@ -266,6 +301,14 @@ def cmd_embed(args) -> int:
     else:
         mdata = read(args.rna, modality="rna") if args.rna else read(args.atac, modality="atac")
         paired = False
+    return _finish_embed(args, model, mdata, paired=paired)
+
+
+def _finish_embed(args, model, mdata, *, paired) -> int:
+    """Embed, write the .h5mu atomically, print warnings and the coverage summary."""
+    from scclip.api import embed
+    from scclip.io import write_h5mu
+
     result = embed(
         model, mdata, genome=args.genome, batch_size=args.batch_size, device=args.device, paired=paired
     )

@@ -236,3 +236,48 @@ def count_fragments(
     if min_count is not None:
         adata = adata[adata.obs["n_fragments"].to_numpy() >= min_count].copy()
     return adata
+
+
+def atac_from_fragments(path, features, *, barcodes=None, min_count: int | None = None) -> ad.AnnData:
+    """ATAC cells counted from a fragments file directly onto a model's ATAC features (bins or peaks).
+
+    Parameters
+    ----------
+    path
+        10x ``fragments.tsv.gz``.
+    features
+        The model's :class:`~scclip.features.ModalityFeatures` for ``atac`` (``model.feature_space['atac']``).
+    barcodes
+        Cells to keep, in order (e.g. the RNA file's barcodes for a paired upload); default every barcode.
+    min_count
+        Without ``barcodes``: keep cells with at least this many fragments (default 500, a common floor for real
+        nuclei; background barcodes of a 10x run are dropped).
+
+    Returns
+    -------
+    AnnData whose var are exactly the model's features (identity mapping), ``uns['genome']`` the model's.
+    """
+    if features.modality != "atac":
+        msg = f"fragments are counted onto ATAC features, got the model's {features.modality} features"
+        raise ScclipError(msg)
+    with_coords = features.chrom != ""
+    if not with_coords.any():
+        msg = "the model's ATAC features carry no coordinates; fragments cannot be counted onto them"
+        raise ScclipError(msg)
+    if barcodes is None and min_count is None:
+        min_count = 500
+    adata = count_fragments(
+        path,
+        features.chrom[with_coords],
+        features.start[with_coords],
+        features.end[with_coords],
+        barcodes=barcodes,
+        feature_names=features.names[with_coords],
+        min_count=min_count,
+    )
+    if adata.n_obs == 0:
+        msg = f"no cell of {path} has {min_count} or more fragments: lower --min-fragments or check the file"
+        raise ScclipError(msg)
+    if features.genome:
+        adata.uns["genome"] = features.genome
+    return adata

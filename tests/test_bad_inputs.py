@@ -163,7 +163,11 @@ def f_not_paired(d: Path) -> dict:
 
 
 def f_human(d: Path) -> dict:
-    return {"data": write_h5mu(synthetic_multiome(N, n_genes=80, peaks_per_gene=2, seed=0, genome="hg38"), d / "cells.h5mu")}
+    return {
+        "data": write_h5mu(
+            synthetic_multiome(N, n_genes=80, peaks_per_gene=2, seed=0, genome="hg38"), d / "cells.h5mu"
+        )
+    }
 
 
 def f_mouse(d: Path) -> dict:
@@ -237,10 +241,10 @@ def _lib(case: Case, f: dict, models: dict):
     return scclip.embed(model, mdata, device="cpu")
 
 
-def _cli_argv(case: Case, f: dict, models: dict, out: Path) -> list[str] | None:
-    if case.lib == "fragments":
-        return None  # the CLI reads no fragments files (scclip.fragments / the app count them)
+def _cli_argv(case: Case, f: dict, models: dict, out: Path) -> list[str]:
     argv = ["embed", "--model", str(models[f"{case.model}_dir"]), "--device", "cpu", "--out", str(out)]
+    if case.lib == "fragments":
+        return [*argv, "--rna", str(f["rna"]), "--fragments", str(f["fragments"])]
     if "data" in f:
         return [*argv, "--data", str(f["data"])]
     for m in ("rna", "atac"):
@@ -278,8 +282,6 @@ def test_cli_exits_1_with_one_line(case, models, tmp_path):
     f = case.files(tmp_path)
     out = tmp_path / "out" / "embedded.h5mu"
     argv = _cli_argv(case, f, models, out)
-    if argv is None:
-        pytest.skip("no CLI command reads this input")
     rc, stdout, stderr = cli(*argv)
     assert rc == 1, stderr
     assert "Traceback" not in stderr and stdout == ""
@@ -333,7 +335,9 @@ def test_log_normalised_rna_is_detected_warned_and_used_as_is(models, tmp_path, 
     prep = emb.uns["scclip"]["modalities"]["rna"]["preprocessing"]
     assert prep["normalized"] is False and "log-scale" in prep["reason"]
     assert any("already normalised" in w for w in emb.uns["scclip"]["warnings"])
-    rc, _, err = cli("embed", "--model", DEMO, "--data", path, "--out", tmp_path / "e.h5mu", "--device", "cpu")
+    rc, _, err = cli(
+        "embed", "--model", DEMO, "--data", path, "--out", tmp_path / "e.h5mu", "--device", "cpu"
+    )
     assert rc == 0 and "scclip embed: warning: rna: RNA input looks already normalised" in err
     mdata, _ = explore.read_uploads([(path.name, path.read_bytes())], model=models["mm10"])
     summary = explore.validation_summary(mdata, models["mm10"])
@@ -425,3 +429,52 @@ def test_data_page_shows_an_error_box(app_env, monkeypatch, files, expected, lim
     at.button(key="upload_load").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(expected in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_cli_embeds_rna_with_atac_from_a_fragments_file(models, tmp_path):
+    """`scclip embed --rna R --fragments F`: ATAC counted straight onto the model's features, same cells."""
+    import mudata as md
+
+    feats = models["mm10"].feature_space["atac"]
+    rna = _rna()
+    bc = rna.obs_names
+    lines = []
+    for i in range(len(bc)):
+        for j in range(3):  # three fragments per cell inside model features
+            k = (7 * i + 13 * j) % feats.n_features
+            s0 = int(feats.start[k]) + 10
+            lines.append(f"{feats.chrom[k]}\t{s0}\t{s0 + 50}\t{bc[i]}\t1")
+    frag = tmp_path / "fragments.tsv.gz"
+    with gzip.open(frag, "wt") as fh:
+        fh.write("\n".join(sorted(lines)) + "\n")
+    rna_path = _write(rna, tmp_path / "rna.h5ad")
+    out = tmp_path / "emb.h5mu"
+    rc, _stdout, stderr = cli(
+        "embed",
+        "--model",
+        models["mm10_dir"],
+        "--device",
+        "cpu",
+        "--rna",
+        rna_path,
+        "--fragments",
+        frag,
+        "--out",
+        out,
+    )
+    assert rc == 0, stderr
+    res = md.read_h5mu(out)
+    assert list(res["atac"].obs_names) == list(bc) and res.uns["scclip"]["paired"]
+    assert res["atac"].obsm["X_scclip"].shape[0] == len(bc)
+    rc, _, stderr = cli(
+        "embed",
+        "--model",
+        models["mm10_dir"],
+        "--atac",
+        rna_path,
+        "--fragments",
+        frag,
+        "--out",
+        tmp_path / "x.h5mu",
+    )
+    assert rc == 1 and "not both" in stderr

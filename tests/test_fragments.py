@@ -103,3 +103,25 @@ def test_agrees_with_cell_ranger_peak_matrix(formats_dir):
     assert (ours == ranger).mean() > 0.999
     assert np.corrcoef(ours.ravel(), ranger.ravel())[0, 1] > 0.99
     assert ours.sum() == pytest.approx(ranger.sum(), rel=0.01)
+
+
+def test_atac_from_fragments_counts_onto_model_features(tmp_path):
+    import gzip
+
+    from scclip.features import bin_features
+    from scclip.fragments import atac_from_fragments
+
+    bins = bin_features("mm10", bin_size=100_000, chromosomes=["chr19"], n_patches=4)
+    lines = ["chr19\t150\t250\tA-1\t1", "chr19\t100050\t100300\tA-1\t1", "chr19\t100010\t100020\tB-1\t1"]
+    path = tmp_path / "f.tsv.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write("\n".join(lines) + "\n")
+    ad_ = atac_from_fragments(path, bins, barcodes=["B-1", "A-1", "C-1"])
+    assert list(ad_.obs_names) == ["B-1", "A-1", "C-1"] and list(ad_.var_names[:2]) == list(bins.names[:2])
+    X = ad_.X.toarray()
+    assert X[1, 0] == 2 and X[1, 1] == 2 and X[0, 1] == 2 and X[2].sum() == 0  # two cut sites per fragment
+    assert ad_.uns["genome"] == "mm10"
+    kept = atac_from_fragments(path, bins, min_count=2)  # A-1 has 2 fragments, B-1 one
+    assert list(kept.obs_names) == ["A-1"]
+    with pytest.raises(ScclipError, match="no cell"):
+        atac_from_fragments(path, bins, min_count=10)
