@@ -60,6 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 8)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument(
+        "--precision",
+        default=None,
+        choices=["auto", "bf16", "fp32"],
+        help="auto (default) = bf16 autocast on CUDA, fp32 on CPU; bf16 on CPU is ~1.4x faster for big presets",
+    )
+    t.add_argument(
+        "--activation-checkpointing",
+        action="store_true",
+        help="recompute Transformer blocks in the backward pass: less memory, ~1/3 more compute",
+    )
+    t.add_argument("--compile", action="store_true", help="torch.compile the encoders (GPU; slower to start)")
+    t.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = cuda when present"
     )
     t.add_argument(
@@ -206,6 +218,9 @@ def cmd_train(args) -> int:
             patience=args.patience,
             seed=args.seed,
             device=args.device,
+            precision=args.precision,
+            activation_checkpointing=args.activation_checkpointing or None,
+            compile=args.compile or None,
         ).items()
         if v is not None
     }

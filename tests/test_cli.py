@@ -341,3 +341,16 @@ def test_console_script_error_in_a_real_process(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("scclip embed: error: no scCLIP model at")
+
+
+def test_train_precision_and_memory_flags_reach_the_config(files):
+    out = files["d"] / "run_flags"
+    rc, _, stderr = cli("train", "--data", files["x"], "--out", out, *train_args(), "--precision", "bf16",
+                        "--activation-checkpointing")
+    assert rc == 0, stderr
+    summary = json.loads((out / "model" / "summary.json").read_text())
+    assert summary["train_config"]["precision"] == "bf16"
+    assert summary["train_config"]["activation_checkpointing"] is True
+    assert summary["train_config"]["compile"] is False
+    rc, _, stderr = cli("train", "--data", files["x"], "--out", files["d"] / "x2", "--precision", "fp16")
+    assert rc == 2 and "invalid choice" in stderr
