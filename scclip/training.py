@@ -16,6 +16,7 @@ only rank 0 writes checkpoints and calls ``progress``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import os
 import time
@@ -43,7 +44,9 @@ class TrainConfig:
     ``torch.compile`` (parameter names, hence checkpoints, are unchanged). ``activation_checkpointing``
     recomputes each block in the backward pass (less memory, more compute, same numbers). ``precision``:
     ``auto`` = bf16 autocast on CUDA and fp32 on CPU; ``bf16`` or ``fp32`` force it (CPU bf16 autocast pays
-    off on CPUs with native bf16 instructions).
+    off on CPUs with native bf16 instructions). ``intra_negatives``: weight of same-modality negatives in the
+    CLIP loss (see :class:`~scclip.model.clip.ClipLoss`). ``ema_decay`` > 0 keeps an exponential moving average
+    of the weights (per step) that is validated, checkpointed as ``best`` and released.
     """
 
     epochs: int = 40
@@ -55,6 +58,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 8
     intra_negatives: float = 0.0
+    ema_decay: float = 0.0
     seed: int = 0
     device: str = "auto"
     compile: bool = False
@@ -262,6 +266,41 @@ def wrap_model(model: ScCLIP, cfg: TrainConfig) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
 
 
+class _Ema:
+    """Exponential moving average of a model's floating-point state (``decay`` per optimizer step).
+
+    Validation, the ``best`` checkpoint and hence the released model use the averaged weights; the ``last``
+    checkpoint keeps the live weights and ``last_ema`` the average, so ``--resume`` continues both.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if k in self.shadow:
+                self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def applied(self, model: torch.nn.Module):
+        """Temporarily load the averaged weights into ``model``."""
+        live = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.shadow}
+        model.load_state_dict(self.shadow, strict=False)
+        try:
+            yield model
+        finally:
+            model.load_state_dict(live, strict=False)
+
+    def copy_from(self, model: torch.nn.Module) -> None:
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.shadow}
+
+
+def _ema_context(ema: _Ema | None, model: torch.nn.Module):
+    return ema.applied(model) if ema is not None else contextlib.nullcontext(model)
+
+
 def fit(
     model: ScCLIP,
     X_rna,
@@ -321,7 +360,14 @@ def fit(
         "history": [],
         "elapsed": 0.0,
     }
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        msg = f"ema_decay must be in [0, 1), got {cfg.ema_decay}"
+        raise ScclipError(msg)
+    ema = _Ema(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     if resume:
+        if ema is not None and (ckpt_dir / "last_ema.safetensors").is_file():
+            load_checkpoint(ckpt_dir / "last_ema", model=model)
+            ema.copy_from(model)
         meta = load_checkpoint(ckpt_dir / "last", model=model, optimizer=optimizer)
         state.update(meta["state"])
         scheduler.last_epoch = state["step"]
@@ -349,6 +395,8 @@ def fit(
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update(model)
             state["step"] += 1
             losses.append(loss.item())
             if progress and b % 20 == 0:
@@ -364,7 +412,8 @@ def fit(
                 )
         val = {"foscttm": float("nan"), "top1": float("nan")}
         if main and len(val_idx) > 1:
-            val = validate(model, X_rna[val_idx], X_atac[val_idx], bf16=cfg.bf16)
+            with _ema_context(ema, model):
+                val = validate(model, X_rna[val_idx], X_atac[val_idx], bf16=cfg.bf16)
         val["foscttm"], val["top1"] = _broadcast_floats([val["foscttm"], val["top1"]])
         state["epoch"] = epoch + 1
         state["elapsed"] = time.perf_counter() - t0
@@ -384,8 +433,11 @@ def fit(
             state["bad_epochs"] += 1
         if main:
             meta = {"state": state, **meta_common}
-            if improved:
-                save_checkpoint(ckpt_dir / "best", model=model, optimizer=optimizer, meta=meta)
+            with _ema_context(ema, model):
+                if improved:
+                    save_checkpoint(ckpt_dir / "best", model=model, optimizer=optimizer, meta=meta)
+                if ema is not None:
+                    save_checkpoint(ckpt_dir / "last_ema", model=model, optimizer=optimizer, meta=meta)
             save_checkpoint(ckpt_dir / "last", model=model, optimizer=optimizer, meta=meta)
         if progress:
             progress({"event": "epoch", **record, "best_epoch": state["best_epoch"], "epochs": cfg.epochs})

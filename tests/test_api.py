@@ -179,3 +179,40 @@ def test_reference_feature_space_keeps_observed_features_only():
     assert full["atac"].n_features == 545118 and not full["atac"].observed_only
     with pytest.raises(ScclipError, match="observed"):
         build_feature_space(data, "mm10:5000:some", n_patches=8, genome="mm10")
+
+
+def test_ema_weights_are_validated_released_and_resumed(tmp_path, monkeypatch):
+    data = synthetic_multiome(160, n_genes=60, peaks_per_gene=2, seed=2)
+    tc = dict(epochs=2, batch_size=32, lr=2e-3, patience=5, ema_decay=0.9)
+    model = scclip.train(data, out_dir=tmp_path / "a", model_config="tiny", train_config=tc, val_size=30)
+    ckpt = tmp_path / "a" / "checkpoints"
+    assert (ckpt / "last_ema.safetensors").is_file()
+    live = load_checkpoint(ckpt / "last", model=model.net)  # the live weights differ from the released average
+    released = scclip.load_pretrained(tmp_path / "a")
+    assert any(
+        not torch.equal(a, b)
+        for (k, a), b in zip(model.net.state_dict().items(), released.net.state_dict().values(), strict=True)
+        if a.is_floating_point()
+    )
+    assert live["train_config"]["ema_decay"] == 0.9
+    # interrupted after epoch 1 and resumed: the same weights as the uninterrupted run (the average continues)
+    import scclip.training as T
+
+    real_save = T.save_checkpoint
+
+    def save_then_stop(stem, **kw):
+        real_save(stem, **kw)
+        if str(stem).endswith("last"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        scclip.train(data, out_dir=tmp_path / "b", model_config="tiny", train_config=tc, val_size=30)
+    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    resumed = scclip.train(data, out_dir=tmp_path / "b", model_config="tiny", train_config=tc, val_size=30,
+                           resume=True)
+    for a, b in zip(released.net.state_dict().values(), resumed.net.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ScclipError, match="ema_decay"):
+        scclip.train(data, out_dir=tmp_path / "c", model_config="tiny", train_config={**tc, "ema_decay": 1.0},
+                     val_size=30)
