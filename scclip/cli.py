@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="recompute Transformer blocks in the backward pass: less memory, ~1/3 more compute",
     )
+    t.add_argument(
+        "--ema-decay",
+        type=float,
+        default=None,
+        help="keep a per-step moving average of the weights and release it (e.g. 0.98; default off)",
+    )
     t.add_argument("--compile", action="store_true", help="torch.compile the encoders (GPU; slower to start)")
     t.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = cuda when present"
@@ -221,6 +227,7 @@ def cmd_train(args) -> int:
             precision=args.precision,
             activation_checkpointing=args.activation_checkpointing or None,
             compile=args.compile or None,
+            ema_decay=args.ema_decay,
         ).items()
         if v is not None
     }

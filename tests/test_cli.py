@@ -346,11 +346,12 @@ def test_console_script_error_in_a_real_process(tmp_path):
 def test_train_precision_and_memory_flags_reach_the_config(files):
     out = files["d"] / "run_flags"
     rc, _, stderr = cli("train", "--data", files["x"], "--out", out, *train_args(), "--precision", "bf16",
-                        "--activation-checkpointing")
+                        "--activation-checkpointing", "--ema-decay", "0.9")
     assert rc == 0, stderr
     summary = json.loads((out / "model" / "summary.json").read_text())
     assert summary["train_config"]["precision"] == "bf16"
     assert summary["train_config"]["activation_checkpointing"] is True
     assert summary["train_config"]["compile"] is False
+    assert summary["train_config"]["ema_decay"] == 0.9
     rc, _, stderr = cli("train", "--data", files["x"], "--out", files["d"] / "x2", "--precision", "fp16")
     assert rc == 2 and "invalid choice" in stderr
