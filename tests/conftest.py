@@ -34,3 +34,23 @@ def formats_dir() -> Path:
 @pytest.fixture
 def annotations_dir() -> Path:
     return _need(ANNOTATIONS)
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tmp_path_factory) -> Path:
+    """A folder holding one tiny release folder, ``demo-tiny`` (2 epochs on synthetic cells), trained once per
+    session and shared read-only by the app, explore and browser tests (point ``SCCLIP_PRETRAINED_DIR`` at it)."""
+    import shutil
+
+    import scclip
+    from scclip.datasets import synthetic_multiome
+
+    root = tmp_path_factory.mktemp("tiny_model")
+    scclip.train(
+        synthetic_multiome(n_cells=300, seed=0),
+        out_dir=root / "run",
+        model_config=scclip.get_preset("tiny"),
+        train_config=scclip.TrainConfig(epochs=2),
+    )
+    shutil.copytree(root / "run" / "model", root / "pretrained" / "demo-tiny")
+    return root / "pretrained"

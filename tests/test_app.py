@@ -6,7 +6,6 @@ Uses ``streamlit.testing.v1.AppTest`` with a tiny model trained here (seconds) a
 from __future__ import annotations
 
 import io
-import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -24,15 +23,9 @@ TIMEOUT = 180
 
 
 @pytest.fixture(scope="module")
-def fixture_dirs(tmp_path_factory) -> Path:
+def fixture_dirs(tmp_path_factory, tiny_pretrained) -> Path:
     root = tmp_path_factory.mktemp("app")
-    scclip.train(
-        synthetic_multiome(n_cells=300, seed=0),
-        out_dir=root / "run",
-        model_config=scclip.get_preset("tiny"),
-        train_config=scclip.TrainConfig(epochs=2),
-    )
-    shutil.copytree(root / "run" / "model", root / "pretrained" / "demo-tiny")
+    (root / "pretrained").symlink_to(tiny_pretrained, target_is_directory=True)
     return root
 
 

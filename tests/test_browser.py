@@ -120,15 +120,9 @@ def playwright_api():
 
 
 @pytest.fixture(scope="module")
-def app_fixture(tmp_path_factory):
+def app_fixture(tmp_path_factory, tiny_pretrained):
     root = tmp_path_factory.mktemp("browser")
-    scclip.train(
-        synthetic_multiome(n_cells=300, seed=0),
-        out_dir=root / "run",
-        model_config=scclip.get_preset("tiny"),
-        train_config=scclip.TrainConfig(epochs=2),
-    )
-    shutil.copytree(root / "run" / "model", root / "pretrained" / "demo-tiny")
+    (root / "pretrained").symlink_to(tiny_pretrained, target_is_directory=True)
     env = {
         **os.environ,
         "SCCLIP_PRETRAINED_DIR": str(root / "pretrained"),

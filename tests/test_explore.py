@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -20,17 +19,9 @@ from scclip.match import topk_partners
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """A tiny model trained for 2 epochs on synthetic cells (seconds on a CPU)."""
-    root = tmp_path_factory.mktemp("tiny")
-    scclip.train(
-        synthetic_multiome(n_cells=300, seed=0),
-        out_dir=root / "run",
-        model_config=scclip.get_preset("tiny"),
-        train_config=scclip.TrainConfig(epochs=2),
-    )
-    shutil.copytree(root / "run" / "model", root / "pretrained" / "demo-tiny")
-    return root / "pretrained" / "demo-tiny"
+def tiny(tiny_pretrained) -> Path:
+    """The session's tiny model (see conftest)."""
+    return tiny_pretrained / "demo-tiny"
 
 
 @pytest.fixture
