@@ -141,24 +141,16 @@ def fragments_check() -> dict:
     """Count PBMC fragments onto hg38 5 kb bins and compare with the peak matrix aggregated onto the same bins."""
     from scclip.align import align_features
     from scclip.features import bin_features
-    from scclip.fragments import count_fragments
+    from scclip.fragments import count_fragments, covered_by_fragments
 
     pbmc = md.read_h5mu(SHARED / "formats" / "pbmc10x_multiome_1k_subset.h5mu")
     atac = pbmc["atac"]
     bins = bin_features("hg38", bin_size=5000, n_patches=64)
     peaks_on_bins = align_features(atac, bins, overlap="best").matrix.tocsr()
     # bins whose peaks lie entirely inside them: there both counts must agree
-    _, start, end, _ = var_intervals(atac)
-    chrom = var_intervals(atac)[0]
+    chrom, start, end, _ = var_intervals(atac)
     # the file covers windows around 45 genes only: a peak is covered when no 3 kb gap in fragments touches it
-    frags = pd.read_csv(FRAGMENTS, sep="\t", comment="#", header=None, usecols=[0, 1, 2])
-    covered = np.zeros(len(start), dtype=bool)
-    for c, group in frags.groupby(0):
-        pos = np.sort(group[1].to_numpy())
-        gap = np.flatnonzero(np.diff(pos) > 3000)
-        lo, hi = np.r_[pos[0], pos[gap + 1]], np.r_[pos[gap], pos[-1]]
-        on = chrom == c
-        covered[on] = [((lo <= a) & (hi >= b)).any() for a, b in zip(start[on], end[on], strict=True)]
+    covered = covered_by_fragments(FRAGMENTS, chrom, start, end)
     inside = ((start // 5000) == ((end - 1) // 5000)) & covered
     used = np.unique(peaks_on_bins[inside].indices)
     spill = np.unique(peaks_on_bins[~inside].indices)

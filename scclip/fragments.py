@@ -281,3 +281,25 @@ def atac_from_fragments(path, features, *, barcodes=None, min_count: int | None 
     if features.genome:
         adata.uns["genome"] = features.genome
     return adata
+
+
+def covered_by_fragments(path, chrom, start, end, *, max_gap: int = 3000) -> np.ndarray:
+    """Which intervals lie inside the regions a fragments file covers (bool per interval).
+
+    A region is a run of fragment starts with no gap wider than ``max_gap`` bp. Used to compare counts from a
+    *subset* fragments file (e.g. windows around a few genes) with a peak matrix of the whole genome: outside the
+    covered regions the file simply holds no fragments.
+    """
+    frags = pd.read_csv(path, sep="\t", comment="#", header=None, usecols=[0, 1])
+    chrom = np.asarray(chrom).astype(str)
+    start, end = np.asarray(start), np.asarray(end)
+    covered = np.zeros(len(chrom), dtype=bool)
+    for c, group in frags.groupby(0):
+        pos = np.sort(group[1].to_numpy())
+        gap = np.flatnonzero(np.diff(pos) > max_gap)
+        lo, hi = np.r_[pos[0], pos[gap + 1]], np.r_[pos[gap], pos[-1]]
+        on = np.flatnonzero(chrom == c)
+        # the region that starts last at or before each interval's start must reach its end
+        k = np.searchsorted(lo, start[on], side="right") - 1
+        covered[on] = (k >= 0) & (hi[np.maximum(k, 0)] >= end[on])
+    return covered

@@ -5,11 +5,10 @@ from __future__ import annotations
 import gzip
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from scclip.errors import ScclipError
-from scclip.fragments import count_fragments
+from scclip.fragments import count_fragments, covered_by_fragments
 from scclip.io import read
 
 # chrom, start, end, barcode, count (PCR duplicates: ignored)
@@ -89,14 +88,7 @@ def test_agrees_with_cell_ranger_peak_matrix(formats_dir):
     assert adata.obs_names.equals(atac.obs_names) and adata.var_names.equals(atac.var_names)
 
     # The file covers windows around 45 genes: a peak is covered when no 3 kb gap in fragments touches it.
-    frags = pd.read_csv(path, sep="\t", comment="#", header=None, usecols=[0, 1, 2])
-    covered = np.zeros(len(iv), dtype=bool)
-    for chrom, group in frags.groupby(0):
-        pos = np.sort(group[1].to_numpy())
-        gap = np.flatnonzero(np.diff(pos) > 3000)
-        lo, hi = np.r_[pos[0], pos[gap + 1]], np.r_[pos[gap], pos[-1]]
-        on = (iv[0] == chrom).to_numpy()
-        covered[on] = [((lo <= s) & (hi >= e)).any() for s, e in zip(start[on], end[on], strict=True)]
+    covered = covered_by_fragments(path, iv[0], start, end)
     assert covered.sum() >= 100  # 125 of the 174 peaks
 
     ours, ranger = adata.X[:, covered].toarray(), atac.X[:, covered].toarray()
@@ -125,3 +117,21 @@ def test_atac_from_fragments_counts_onto_model_features(tmp_path):
     assert list(kept.obs_names) == ["A-1"]
     with pytest.raises(ScclipError, match="no cell"):
         atac_from_fragments(path, bins, min_count=10)
+
+
+def test_covered_by_fragments_finds_the_windows(tmp_path):
+    import gzip
+
+    lines = [f"chr1\t{p}\t{p + 50}\tA\t1" for p in (1000, 2000, 3500, 20000, 21000)]
+    path = tmp_path / "f.tsv.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write("# header\n" + "\n".join(lines) + "\n")
+    got = covered_by_fragments(
+        path,
+        ["chr1", "chr1", "chr1", "chr1", "chr2"],
+        [1100, 3000, 19000, 20100, 1100],
+        [1500, 3400, 20500, 20900, 1500],
+    )
+    # inside window 1000-3500; inside it too; starts before window 2; inside window 20000-21000; other chromosome
+    assert got.tolist() == [True, True, False, True, False]
+    assert covered_by_fragments(path, ["chr1"], [1100], [3400], max_gap=1000).tolist() == [False]
