@@ -159,6 +159,15 @@ def set_data(
     reset_selection()
 
 
+def model_and_data() -> tuple[dict, dict]:
+    """The session's model and dataset for a page that needs both; stops the page (after saying why) if not."""
+    model = current_model()
+    data = current_data(model) if model else None
+    if model is None or data is None:
+        st.stop()
+    return model, data
+
+
 def current_data(model: dict | None) -> dict | None:
     """The session's dataset; the default demo is loaded on first use."""
     ss = st.session_state

@@ -20,10 +20,7 @@ common.page_header(
     "RNA and ATAC cells in one embedding space. Click a cell to see its closest cells in the other modality; "
     "box- or lasso-select (plot toolbar) to summarise where a group's partners land.",
 )
-model = common.current_model()
-data = common.current_data(model) if model else None
-if model is None or data is None:
-    st.stop()
+model, data = common.model_and_data()
 mdata = data["mdata"]
 if not {"rna", "atac"} <= set(mdata.mod):
     st.warning(

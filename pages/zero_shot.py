@@ -21,10 +21,7 @@ common.page_header(
     "New cells embedded by a trained model land next to the reference cells of the same type: each query cell "
     "gets the majority cell type of its nearest reference cells, with the vote share as confidence.",
 )
-model = common.current_model()
-data = common.current_data(model) if model else None
-if model is None or data is None:
-    st.stop()
+model, data = common.model_and_data()
 summary = model["model"].summary or {}
 ref_file = explore.reference_file(summary)
 centroids = explore.parse_centroids(model["model"].centroids)
