@@ -229,8 +229,8 @@ def train(
         prepared[m] = (X, {**report, "preprocessing": done})
     (X_rna, rep_rna), (X_atac, rep_atac) = prepared["rna"], prepared["atac"]
     if mcfg.embedding_init == "svd" and not resume:
-        svd_init_(model.net.encoders["rna"].embed, X_rna[split["train"]], seed=tcfg.seed)
-        svd_init_(model.net.encoders["atac"].embed, X_atac[split["train"]], seed=tcfg.seed)
+        for m, X in (("rna", X_rna), ("atac", X_atac)):
+            svd_init_(model.net.encoders[m].embed, X[split["train"]], seed=tcfg.seed, skip=mcfg.svd_skip)
     device = resolve_device(tcfg.device)
     model.net.to(device)
     result = fit(

@@ -53,10 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="run folder to create (default location convention: ./runs/NAME)"
     )
     t.add_argument(
-        "--epochs", type=int, default=None, help="maximum epochs (default 40; early stopping may end sooner)"
+        "--epochs", type=int, default=None, help="maximum epochs (default 20; early stopping may end sooner)"
     )
     t.add_argument("--batch-size", type=int, default=None, help="cells per step (default 256)")
-    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4)")
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
     t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 8)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument(
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ema-decay",
         type=float,
         default=None,
-        help="keep a per-step moving average of the weights and release it (e.g. 0.98; default off)",
+        help="per-step moving average of the weights, validated and released (default 0.98; 0 = off)",
     )
     t.add_argument("--compile", action="store_true", help="torch.compile the encoders (GPU; slower to start)")
     t.add_argument(

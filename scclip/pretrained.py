@@ -236,7 +236,8 @@ def load_pretrained(name_or_dir: str | Path, *, device: str | torch.device = "cp
         )
         raise ScclipError(msg)
     feature_space = FeatureSpace.load(directory, cfg["feature_space"])
-    net = ScCLIP(ModelConfig.from_dict(cfg["model"]), layouts_of(feature_space))
+    # Folders written before ``svd_skip`` existed were initialised without skipping (it only acts at init).
+    net = ScCLIP(ModelConfig.from_dict({"svd_skip": 0, **cfg["model"]}), layouts_of(feature_space))
     try:
         tensors = load_file(str(directory / "model.safetensors"))
     except (SafetensorError, OSError) as err:

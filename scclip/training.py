@@ -49,16 +49,16 @@ class TrainConfig:
     of the weights (per step) that is validated, checkpointed as ``best`` and released.
     """
 
-    epochs: int = 40
+    epochs: int = 20
     batch_size: int = 256
-    lr: float = 5e-4
+    lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_frac: float = 0.05
     min_lr_frac: float = 0.05
     grad_clip: float = 1.0
     patience: int = 8
     intra_negatives: float = 0.0
-    ema_decay: float = 0.0
+    ema_decay: float = 0.98
     seed: int = 0
     device: str = "auto"
     compile: bool = False
@@ -269,6 +269,9 @@ def wrap_model(model: ScCLIP, cfg: TrainConfig) -> torch.nn.Module:
 class _Ema:
     """Exponential moving average of a model's floating-point state (``decay`` per optimizer step).
 
+    Zero-debiased (Adam's correction): after ``t`` steps the average weighs step ``i``'s weights by
+    ``decay^(t-i)`` normalised to sum to one, so the initial weights carry no extra weight and short runs
+    are not pulled back to their starting point (the per-step rate is ``1 - (1 - decay) / (1 - decay^t)``).
     Validation, the ``best`` checkpoint and hence the released model use the averaged weights; the ``last``
     checkpoint keeps the live weights and ``last_ema`` the average, so ``--resume`` continues both.
     """
@@ -278,10 +281,12 @@ class _Ema:
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        """Fold in the weights after optimizer step ``step`` (1-based; restored from checkpoints on resume)."""
+        decay = 1.0 - (1.0 - self.decay) / (1.0 - self.decay ** max(1, step))
         for k, v in model.state_dict().items():
             if k in self.shadow:
-                self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+                self.shadow[k].mul_(decay).add_(v.detach(), alpha=1.0 - decay)
 
     @contextlib.contextmanager
     def applied(self, model: torch.nn.Module):
@@ -395,9 +400,9 @@ def fit(
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
-            if ema is not None:
-                ema.update(model)
             state["step"] += 1
+            if ema is not None:
+                ema.update(model, state["step"])
             losses.append(loss.item())
             if progress and b % 20 == 0:
                 progress(

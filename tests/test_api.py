@@ -112,7 +112,9 @@ def test_checkpoints_hold_no_pickle_and_resume_continues(mdata, tmp_path):
     cfg = dict(epochs=2, batch_size=64, patience=5)
     scclip.train(mdata, out_dir=tmp_path, model_config="tiny", train_config=cfg, val_size=40)
     ck = tmp_path / "checkpoints"
-    assert sorted(p.name for p in ck.iterdir()) == ["best.json", "best.safetensors", "last.json", "last.safetensors"]
+    assert sorted(p.name for p in ck.iterdir()) == [
+        "best.json", "best.safetensors", "last.json", "last.safetensors", "last_ema.json", "last_ema.safetensors"
+    ]  # weight averaging is on by default: its state is checkpointed for --resume
     meta = json.loads((ck / "last.json").read_text())
     assert meta["state"]["epoch"] == 2
     model = scclip.train(mdata, out_dir=tmp_path, model_config="tiny", train_config={**cfg, "epochs": 4},
@@ -179,6 +181,24 @@ def test_reference_feature_space_keeps_observed_features_only():
     assert full["atac"].n_features == 545118 and not full["atac"].observed_only
     with pytest.raises(ScclipError, match="observed"):
         build_feature_space(data, "mm10:5000:some", n_patches=8, genome="mm10")
+
+
+def test_ema_is_debiased_weighted_average_of_the_steps():
+    from scclip.training import _Ema
+
+    net = torch.nn.Linear(3, 2)
+    ema = _Ema(net, 0.9)
+    seen = []
+    for step in range(1, 6):
+        with torch.no_grad():
+            net.weight.fill_(float(step))  # the live weights after optimizer step ``step``
+        seen.append(float(step))
+        ema.update(net, step)
+        if step == 1:  # no pull towards the initial weights
+            assert torch.allclose(ema.shadow["weight"], net.weight)
+    w = 0.9 ** np.arange(4, -1, -1)  # step i weighs decay^(t - i), normalised
+    expected = float((w * np.array(seen)).sum() / w.sum())
+    assert torch.allclose(ema.shadow["weight"], torch.full((2, 3), expected))
 
 
 def test_ema_weights_are_validated_released_and_resumed(tmp_path, monkeypatch):

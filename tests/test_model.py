@@ -142,3 +142,19 @@ def test_svd_init_sets_loadings_and_freezing_skips_optimizer():
     assert id(w) not in opt_params
     trainable = ScCLIP(get_preset("tiny", freeze_embedding=False), {"rna": _layout(40, 8), "atac": _layout(90, 8)})
     assert trainable.encoders["rna"].embed.weight.requires_grad
+
+
+def test_svd_skip_leaves_out_the_leading_singular_vectors():
+    from scclip.model.init import svd_loadings
+
+    X = _random_csr(60, 30, 0.4, seed=5)
+    vt = np.linalg.svd(X.toarray(), full_matrices=False)[2]
+    load = svd_loadings(X, 4, skip=1)
+    # columns are the 2nd..5th right singular vectors (up to sign), none of them the first
+    for j in range(4):
+        cos = abs(load[:, j] @ vt[j + 1]) / np.linalg.norm(load[:, j])
+        assert cos > 0.99
+        assert abs(load[:, j] @ vt[0]) / np.linalg.norm(load[:, j]) < 0.05
+    with pytest.raises(ScclipError, match="svd_skip"):
+        ModelConfig(svd_skip=-1)
+

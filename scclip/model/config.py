@@ -45,6 +45,9 @@ class ModelConfig:
         Keep the SVD-initialised per-feature vectors fixed and train the rest (per-patch bias and norm,
         Transformer, projection). On SNARE-seq this lifted validation FOSCTTM from 0.133 (trained embeddings,
         overfitting after ~6 epochs) to 0.101 (12 epochs, still improving), and halves the step time.
+    svd_skip
+        Leading singular vectors left out of the SVD initialisation (the first one of uncentred log counts /
+        TF-IDF mostly follows sequencing depth, which differs between libraries; the LSI recipe drops it).
     logit_scale_init, logit_scale_max
         Learnable temperature of the CLIP loss as ln(1/T): initial value and clamp.
     """
@@ -60,6 +63,7 @@ class ModelConfig:
     feature_dropout: float = 0.3
     embedding_init: str = "svd"
     freeze_embedding: bool = True
+    svd_skip: int = 1
     logit_scale_init: float = math.log(1 / 0.07)
     logit_scale_max: float = math.log(100.0)
     extra: dict = field(default_factory=dict)
@@ -77,6 +81,9 @@ class ModelConfig:
                 raise ScclipError(msg)
         if self.embedding_init not in ("svd", "random"):
             msg = f"embedding_init must be 'svd' or 'random', got {self.embedding_init!r}"
+            raise ScclipError(msg)
+        if int(self.svd_skip) < 0:
+            msg = f"svd_skip must be >= 0, got {self.svd_skip!r}"
             raise ScclipError(msg)
         if not 0.0 <= self.feature_dropout < 1.0 or not 0.0 <= self.dropout < 1.0:
             msg = "dropout and feature_dropout must lie in [0, 1)"

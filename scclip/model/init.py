@@ -15,11 +15,15 @@ from sklearn.utils.extmath import randomized_svd
 from scclip.model.patch import PatchEmbedding
 
 
-def svd_loadings(X, k: int, *, seed: int = 0) -> np.ndarray:
-    """(n_features, k) right singular vectors of CSR ``X`` scaled by their singular values, unit RMS overall."""
-    k_eff = max(1, min(k, min(X.shape) - 1))
-    _, s, vt = randomized_svd(X, n_components=k_eff, random_state=seed, n_iter=4)
-    load = (vt.T * s).astype(np.float32)
+def svd_loadings(X, k: int, *, seed: int = 0, skip: int = 0) -> np.ndarray:
+    """(n_features, k) right singular vectors of CSR ``X`` scaled by their singular values, unit RMS overall.
+
+    The ``skip`` leading vectors are left out (components ``skip .. skip + k - 1`` are returned).
+    """
+    skip = min(int(skip), max(0, min(X.shape) - 2))
+    k_eff = max(1, min(k, min(X.shape) - 1 - skip))
+    _, s, vt = randomized_svd(X, n_components=k_eff + skip, random_state=seed, n_iter=4)
+    load = (vt[skip:].T * s[skip:]).astype(np.float32)
     load /= np.sqrt((load**2).mean()) + 1e-12
     if k_eff < k:  # fewer components than the token width: pad with small noise
         pad = np.random.default_rng(seed).normal(0, 0.02, (load.shape[0], k - k_eff)).astype(np.float32)
@@ -28,9 +32,9 @@ def svd_loadings(X, k: int, *, seed: int = 0) -> np.ndarray:
 
 
 @torch.no_grad()
-def svd_init_(embed: PatchEmbedding, X, *, seed: int = 0, scale: float = 0.1) -> None:
+def svd_init_(embed: PatchEmbedding, X, *, seed: int = 0, scale: float = 0.1, skip: int = 0) -> None:
     """Initialise a ``per_patch`` embedding in place from the SVD of training rows ``X`` (no-op for ``shared``)."""
     if embed.mode != "per_patch" or X.shape[0] < 3:
         return
-    load = svd_loadings(X, embed.weight.shape[1], seed=seed)
+    load = svd_loadings(X, embed.weight.shape[1], seed=seed, skip=skip)
     embed.weight.copy_(torch.from_numpy(load * scale))
