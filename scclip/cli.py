@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--genome", default=None, help="genome assembly of the data (mm10, hg38); inferred when possible"
     )
-    t.add_argument("--atac", default="binary", choices=["binary", "tfidf"], help="ATAC preprocessing")
+    t.add_argument(
+        "--atac", default="tfidf", choices=["binary", "tfidf"], help="ATAC preprocessing (default tfidf)"
+    )
     t.add_argument("--holdout-key", default=None, help="obs column naming groups to hold out (e.g. batch)")
     t.add_argument(
         "--holdout", type=_csv, default=[], help="comma-separated values of --holdout-key never trained on"

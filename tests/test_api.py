@@ -36,7 +36,7 @@ def test_release_folder_is_exactly_the_documented_files(trained):
     assert files == ["README.md", "config.json", "features_atac.tsv.gz", "features_rna.tsv.gz", "model.safetensors",
                      "summary.json"]
     cfg = json.loads((out / "model" / "config.json").read_text())
-    assert cfg["model"]["n_layers"] == 1 and cfg["preprocessing"]["atac"]["method"] == "binary"
+    assert cfg["model"]["n_layers"] == 1 and cfg["preprocessing"]["atac"]["method"] == "tfidf"
     assert set(cfg["feature_space"]["modalities"]) == {"rna", "atac"}
     assert not any(p.suffix in (".pt", ".pkl", ".bin") for p in out.rglob("*"))
 
