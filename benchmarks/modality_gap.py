@@ -22,7 +22,13 @@ sys.path.insert(0, str(REPO))
 import scclip  # noqa: E402
 from scclip import baselines as B  # noqa: E402
 from scclip.gap import close_gap, modality_gap  # noqa: E402
-from scclip.metrics import foscttm, label_transfer_accuracy, modality_mixing, topk_accuracy  # noqa: E402
+from scclip.metrics import (  # noqa: E402
+    celltype_asw,
+    foscttm,
+    label_transfer_accuracy,
+    modality_mixing,
+    topk_accuracy,
+)
 
 DATA = REPO.parent / "shared" / "data" / "chen2019_snareseq_dev.h5mu"
 
@@ -57,6 +63,7 @@ def score(r, a, labels) -> dict:
         "top-1": topk_accuracy(r, a, k=1)["mean"],
         "mixing": modality_mixing(r, a, k=30),
         "label transfer": label_transfer_accuracy(r, labels, a, labels),
+        "ASW": celltype_asw(np.concatenate([r, a]), np.concatenate([labels, labels])),
         "mean distance": modality_gap(r, a)["mean_distance"],
     }
 

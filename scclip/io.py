@@ -64,6 +64,8 @@ from scclip.io_checks import (  # noqa: F401
     _unique_gene_ids,
     _use_counts,
     check_modality_data,
+    check_modality_meta,
+    count_source,
 )
 
 __all__ = [

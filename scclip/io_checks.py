@@ -133,6 +133,16 @@ def check_modality_data(adata: ad.AnnData, mod: str, source: str = "the data") -
     source
         How to name the data in messages (a file name).
     """
+    check_modality_meta(adata, mod, source)
+    _check_values(adata.X, mod, source)
+
+
+def check_modality_meta(adata, mod: str, source: str = "the data") -> None:
+    """:func:`check_modality_data` without reading the values of ``X`` (for files read in row chunks, whose
+    values are checked chunk by chunk with :func:`_check_values`).
+
+    ``adata`` may be any object with ``X``, ``n_obs``, ``n_vars``, ``obs_names``, ``var_names`` and ``var``.
+    """
     if adata.X is None:
         msg = (
             f"The {mod} AnnData in {source} has no matrix X. Store the raw counts in X "
@@ -160,7 +170,6 @@ def check_modality_data(adata: ad.AnnData, mod: str, source: str = "the data") -
             "columns" + (", or add a unique var['gene_ids'] column" if mod == "rna" else "") + "."
         )
         raise ScclipError(msg)
-    _check_values(adata.X, mod, source)
 
 
 def _unique_gene_ids(adata: ad.AnnData, mod: str) -> bool:
@@ -260,29 +269,41 @@ def _use_counts(adata: ad.AnnData, notes: list[str]) -> ad.AnnData:
     Without ``X`` a count layer is used; scaled ``X`` (negative values) falls back to ``.raw`` when that holds
     non-negative (log-normalised) values.
     """
-    if adata.X is None:
-        for layer in _COUNT_LAYERS:
-            if layer in adata.layers:
-                notes.append(f"the file has no X; used layers['{layer}'] as counts")
-                adata.X = adata.layers[layer]
-                return adata
-        return adata  # check_modality_data says what to do
-    if not _non_integer(adata.X):
-        return adata
-    for layer in _COUNT_LAYERS:
-        if layer in adata.layers and not _non_integer(adata.layers[layer]):
-            notes.append(f"X is not integer counts; used layers['{layer}'] as raw counts")
-            adata.X = adata.layers[layer]
-            return adata
-    if adata.raw is not None and adata.raw.n_vars == adata.n_vars and not _non_integer(adata.raw.X):
-        if (adata.raw.var_names == adata.var_names).all():
-            notes.append("X is not integer counts; used .raw.X as raw counts")
-            adata.X = adata.raw.X
-            return adata
-    if adata.raw is not None and _has_negative(adata.X) and not _has_negative(adata.raw.X):
-        notes.append(
-            f"X is scaled (negative values); used .raw ({adata.raw.n_vars} features, log-normalised) instead"
-        )
-        return ad.AnnData(X=adata.raw.X, obs=adata.obs, var=adata.raw.var, uns=adata.uns)
-    notes.append("X is not integer counts and no raw-count layer was found; X is used as it is")
+    raw = adata.raw
+    same = raw is not None and raw.n_vars == adata.n_vars and bool((raw.var_names == adata.var_names).all())
+    layers = {k: adata.layers[k] for k in _COUNT_LAYERS if k in adata.layers}
+    choice, note = count_source(adata.X, layers, None if raw is None else raw.X, same)
+    if note:
+        notes.append(note if choice != "raw_var" else note.format(n=raw.n_vars))
+    if choice.startswith("layer:"):
+        adata.X = adata.layers[choice[len("layer:") :]]
+    elif choice == "raw":
+        adata.X = raw.X
+    elif choice == "raw_var":
+        return ad.AnnData(X=raw.X, obs=adata.obs, var=raw.var, uns=adata.uns)
     return adata
+
+
+def count_source(X, layers: dict, raw_X, raw_same_vars: bool) -> tuple[str, str | None]:
+    """Which stored matrix holds the raw counts (the rules of :func:`_use_counts`).
+
+    ``X``, the values of ``layers`` (count layers by name, in :data:`_COUNT_LAYERS` order) and ``raw_X`` may be
+    matrices or 1-d samples of their stored values (the first million are looked at); ``raw_X`` is ``None``
+    without ``.raw``. Returns ``(choice, note)``: choice ``'X'``, ``'layer:NAME'``, ``'raw'`` (same features as
+    X) or ``'raw_var'`` (``.raw`` with its own features; the note has a ``{n}`` for their number).
+    """
+    if X is None:
+        for layer in _COUNT_LAYERS:
+            if layer in layers:
+                return f"layer:{layer}", f"the file has no X; used layers['{layer}'] as counts"
+        return "X", None  # check_modality_data says what to do
+    if not _non_integer(X):
+        return "X", None
+    for layer in _COUNT_LAYERS:
+        if layer in layers and not _non_integer(layers[layer]):
+            return f"layer:{layer}", f"X is not integer counts; used layers['{layer}'] as raw counts"
+    if raw_X is not None and raw_same_vars and not _non_integer(raw_X):
+        return "raw", "X is not integer counts; used .raw.X as raw counts"
+    if raw_X is not None and _has_negative(X) and not _has_negative(raw_X):
+        return "raw_var", "X is scaled (negative values); used .raw ({n} features, log-normalised) instead"
+    return "X", "X is not integer counts and no raw-count layer was found; X is used as it is"
