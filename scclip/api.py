@@ -293,7 +293,7 @@ def train(
     summary["total_seconds"] = time.perf_counter() - t_start
     model.summary = summary
     model.net.to("cpu")
-    from scclip.training import is_main_process  # under torchrun only rank 0 writes the release folder
+    from scclip.distributed import is_main_process  # under torchrun only rank 0 writes the release folder
 
     if is_main_process():
         model.save_pretrained(Path(out_dir) / "model")

@@ -253,7 +253,7 @@ def cmd_train(args) -> int:
         data_name=str(args.data),
     )
     s = model.summary
-    from scclip.training import is_main_process
+    from scclip.distributed import is_main_process
 
     if not is_main_process():  # under torchrun the summary is printed once, by rank 0
         return 0

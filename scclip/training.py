@@ -15,8 +15,6 @@ only rank 0 writes checkpoints and calls ``progress``.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import math
 import os
 import time
@@ -26,9 +24,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from scclip.averaging import Ema, ema_context
 from scclip.checkpoint import load_checkpoint, save_checkpoint
+from scclip.distributed import (
+    _barrier,
+    _broadcast_floats,
+    _mean_over_ranks,
+    init_distributed,
+    shard_batches,
+    world_info,
+)
 from scclip.errors import ScclipError
 from scclip.model import ClipLoss, ScCLIP
 from scclip.model.patch import SparseBatch
@@ -82,45 +88,6 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
-
-
-def world_info() -> tuple[int, int]:
-    """``(rank, world_size)`` of the initialised process group, ``(0, 1)`` without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def is_main_process() -> bool:
-    """True on rank 0 (and in a plain single-process run): the one process that writes files."""
-    return world_info()[0] == 0
-
-
-def init_distributed() -> tuple[int, int]:
-    """Initialise ``torch.distributed`` from torchrun's environment when ``WORLD_SIZE > 1``.
-
-    Backend NCCL when CUDA is available (the CUDA device is set from ``LOCAL_RANK``), gloo otherwise. A no-op
-    when already initialised or when not launched by torchrun.
-
-    Returns
-    -------
-    tuple
-        ``(rank, world_size)``.
-    """
-    if dist.is_available() and dist.is_initialized():
-        return world_info()
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
-        return 0, 1
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    atexit.register(_destroy)
-    return world_info()
-
-
-def _destroy() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -197,56 +164,6 @@ def make_optimizer(model: ScCLIP, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
 
 
-def shard_batches(
-    train_idx: np.ndarray, *, epoch: int, seed: int, batch_size: int, rank: int = 0, world_size: int = 1
-) -> list[np.ndarray]:
-    """This rank's sorted rows of every step of one epoch.
-
-    One seed-derived permutation per epoch (the same on every rank); rank ``r`` takes every ``world_size``-th
-    cell from position ``r`` (``DistributedSampler`` with ``drop_last``) in chunks of ``batch_size //
-    world_size``. The ranks' rows of step ``b`` together are exactly the single-process global batch ``b``;
-    the last partial global batch is dropped, so every rank does the same number of steps.
-    """
-    local = batch_size // world_size
-    if local < 1:
-        msg = f"batch size {batch_size} is smaller than the number of processes ({world_size})"
-        raise ScclipError(msg)
-    order = np.random.default_rng(seed + epoch).permutation(np.asarray(train_idx))
-    steps = max(1, len(order) // (local * world_size))
-    mine = order[rank::world_size]
-    return [np.sort(mine[b * local : (b + 1) * local]) for b in range(steps)]
-
-
-def _collective_device() -> torch.device:
-    """Where small collective tensors live: this rank's GPU under NCCL, else the CPU."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def _broadcast_floats(values: list[float]) -> list[float]:
-    """Rank 0's values on every rank (identity without a process group)."""
-    if world_info()[1] == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
-    dist.broadcast(t, src=0)
-    return t.cpu().tolist()
-
-
-def _mean_over_ranks(value: float) -> float:
-    """The mean of ``value`` over all ranks (identity without a process group)."""
-    if world_info()[1] == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=_collective_device())
-    dist.all_reduce(t)
-    return float(t.item()) / dist.get_world_size()
-
-
-def _barrier() -> None:
-    if world_info()[1] > 1:
-        dist.barrier()
-
-
 def wrap_model(model: ScCLIP, cfg: TrainConfig) -> torch.nn.Module:
     """The module that training steps call: ``DistributedDataParallel`` when distributed, and with
     ``cfg.compile`` each Transformer block compiled in place (state-dict keys unchanged)."""
@@ -264,46 +181,6 @@ def wrap_model(model: ScCLIP, cfg: TrainConfig) -> torch.nn.Module:
     ids = [device.index] if device.type == "cuda" else None
     # Buffers (patch layout) are constants: no per-step broadcast.
     return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
-
-
-class _Ema:
-    """Exponential moving average of a model's floating-point state (``decay`` per optimizer step).
-
-    Zero-debiased (Adam's correction): after ``t`` steps the average weighs step ``i``'s weights by
-    ``decay^(t-i)`` normalised to sum to one, so the initial weights carry no extra weight and short runs
-    are not pulled back to their starting point (the per-step rate is ``1 - (1 - decay) / (1 - decay^t)``).
-    Validation, the ``best`` checkpoint and hence the released model use the averaged weights; the ``last``
-    checkpoint keeps the live weights and ``last_ema`` the average, so ``--resume`` continues both.
-    """
-
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.decay = float(decay)
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        """Fold in the weights after optimizer step ``step`` (1-based; restored from checkpoints on resume)."""
-        decay = 1.0 - (1.0 - self.decay) / (1.0 - self.decay ** max(1, step))
-        for k, v in model.state_dict().items():
-            if k in self.shadow:
-                self.shadow[k].mul_(decay).add_(v.detach(), alpha=1.0 - decay)
-
-    @contextlib.contextmanager
-    def applied(self, model: torch.nn.Module):
-        """Temporarily load the averaged weights into ``model``."""
-        live = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.shadow}
-        model.load_state_dict(self.shadow, strict=False)
-        try:
-            yield model
-        finally:
-            model.load_state_dict(live, strict=False)
-
-    def copy_from(self, model: torch.nn.Module) -> None:
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.shadow}
-
-
-def _ema_context(ema: _Ema | None, model: torch.nn.Module):
-    return ema.applied(model) if ema is not None else contextlib.nullcontext(model)
 
 
 def fit(
@@ -368,7 +245,7 @@ def fit(
     if not 0.0 <= cfg.ema_decay < 1.0:
         msg = f"ema_decay must be in [0, 1), got {cfg.ema_decay}"
         raise ScclipError(msg)
-    ema = _Ema(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ema = Ema(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     if resume:
         if ema is not None and (ckpt_dir / "last_ema.safetensors").is_file():
             load_checkpoint(ckpt_dir / "last_ema", model=model)
@@ -417,7 +294,7 @@ def fit(
                 )
         val = {"foscttm": float("nan"), "top1": float("nan")}
         if main and len(val_idx) > 1:
-            with _ema_context(ema, model):
+            with ema_context(ema, model):
                 val = validate(model, X_rna[val_idx], X_atac[val_idx], bf16=cfg.bf16)
         val["foscttm"], val["top1"] = _broadcast_floats([val["foscttm"], val["top1"]])
         state["epoch"] = epoch + 1
@@ -438,7 +315,7 @@ def fit(
             state["bad_epochs"] += 1
         if main:
             meta = {"state": state, **meta_common}
-            with _ema_context(ema, model):
+            with ema_context(ema, model):
                 if improved:
                     save_checkpoint(ckpt_dir / "best", model=model, optimizer=optimizer, meta=meta)
                 if ema is not None:

@@ -184,7 +184,7 @@ def test_reference_feature_space_keeps_observed_features_only():
 
 
 def test_ema_is_debiased_weighted_average_of_the_steps():
-    from scclip.training import _Ema
+    from scclip.averaging import Ema as _Ema
 
     net = torch.nn.Linear(3, 2)
     ema = _Ema(net, 0.9)

@@ -167,6 +167,8 @@ def test_two_rank_fit_writes_once_resumes_and_matches_one_process(tmp_path):
         "best.safetensors",
         "last.json",
         "last.safetensors",
+        "last_ema.json",  # weight averaging (on by default) is checkpointed for resume
+        "last_ema.safetensors",
     ]
     assert [h["epoch"] for h in out[0]["resumed"]] == [1, 2, 3]
     assert out[0]["resumed"][:2] == out[0]["first"]
