@@ -91,7 +91,11 @@ class Alignment:
     def count_coverage(self, X) -> float:
         """Fraction of the query's total counts on query features that map onto some model feature."""
         X = self._as_csr(X)
-        col_sums = np.asarray(X.sum(axis=0), dtype=np.float64).ravel()
+        return self.coverage_of(np.asarray(X.sum(axis=0, dtype=np.float64)).ravel())
+
+    def coverage_of(self, col_sums) -> float:
+        """:meth:`count_coverage` from the query's per-feature count totals (e.g. added up over row chunks)."""
+        col_sums = np.asarray(col_sums, dtype=np.float64).ravel()
         total = col_sums.sum()
         mapped = np.diff(self.matrix.indptr) > 0
         return float(col_sums[mapped].sum() / total) if total > 0 else 0.0

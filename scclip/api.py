@@ -12,7 +12,7 @@ import mudata as md
 import numpy as np
 import torch
 
-from scclip import gap
+from scclip import chunked, gap, stream
 from scclip.align import align_features
 from scclip.errors import ScclipError
 from scclip.features import FeatureSpace, make_feature_space, restrict_to_observed
@@ -150,7 +150,7 @@ def split_cells(
 
 
 def train(
-    mdata: md.MuData,
+    mdata: md.MuData | stream.BackedData | str | Path,
     *,
     out_dir: str | Path,
     model_config: str | dict | ModelConfig | None = None,
@@ -168,13 +168,15 @@ def train(
     progress: Callable[[dict], None] | None = None,
     command: str | None = None,
     data_name: str | None = None,
+    chunk_size: int | None = None,
 ) -> ScclipModel:
     """Train scCLIP on paired cells and write ``out_dir/model`` (release folder) and ``out_dir/checkpoints``.
 
     Parameters
     ----------
     mdata
-        Paired cells: modalities ``rna`` and ``atac`` sharing ``obs_names`` (the intersection is used).
+        Paired cells: modalities ``rna`` and ``atac`` sharing ``obs_names`` (the intersection is used); a
+        backed MuData, :class:`scclip.stream.BackedData` or a file path (see ``chunk_size``) works too.
     model_config, train_config
         A preset name / JSON path / dict / :class:`ModelConfig`, and :class:`TrainConfig` overrides. The defaults
         (``default`` preset, 20 epochs, lr 1e-3, weight averaging 0.98) are the configuration validated in
@@ -190,6 +192,10 @@ def train(
         scored only at the end (``summary['holdout_metrics']``).
     val_key, val_values, val_size
         Validation (early stopping) cells: by column values, else a seeded random ``val_size`` (fraction or count).
+    chunk_size
+        Build the training matrices ``chunk_size`` cells at a time (backed MuData, :func:`scclip.stream.read_backed`
+        or an ``.h5mu`` path always go this way, default 10,000): the raw file is never loaded whole, only the
+        matrices on the model's features (compact, sparse) are in memory. Same seed, same model as in memory.
     """
     from scclip.io import paired_cells, pairing_report
     from scclip.metrics import foscttm, topk_accuracy
@@ -204,31 +210,44 @@ def train(
     )
     from scclip.io import check_modality_data
 
-    for m in ("rna", "atac"):
-        if m not in mdata.mod:
-            msg = f"training needs paired rna and atac; the data has only {list(mdata.mod)}"
+    cells = stream.check_chunk_size(chunk_size)
+    mdata, opened = _open_input(mdata, chunk_size)
+    try:
+        in_chunks = isinstance(mdata, stream.BackedData)
+        for m in ("rna", "atac"):
+            if m not in mdata.mod:
+                msg = f"training needs paired rna and atac; the data has only {list(mdata.mod)}"
+                raise ScclipError(msg)
+            (stream.check_chunkable if in_chunks else check_modality_data)(mdata[m], m)
+        pairing = pairing_report(mdata)
+        mdata = stream.paired_cells(mdata) if in_chunks else paired_cells(mdata)
+        fs, fs_report = build_feature_space(
+            mdata, feature_space, n_patches=mcfg.n_patches, genome=genome, within_chromosome=within_chromosome
+        )
+        if atac_method not in ("binary", "tfidf"):
+            msg = f"atac_method must be 'binary' or 'tfidf', got {atac_method!r}"
             raise ScclipError(msg)
-        check_modality_data(mdata[m], m)
-    pairing = pairing_report(mdata)
-    mdata = paired_cells(mdata)
-    fs, fs_report = build_feature_space(
-        mdata, feature_space, n_patches=mcfg.n_patches, genome=genome, within_chromosome=within_chromosome
-    )
-    if atac_method not in ("binary", "tfidf"):
-        msg = f"atac_method must be 'binary' or 'tfidf', got {atac_method!r}"
-        raise ScclipError(msg)
-    prep = {"rna": {"method": "log1p", "target_sum": 1e4}, "atac": {"method": atac_method}}
-    obs = mdata["rna"].obs
-    split = split_cells(
-        obs,
-        holdout_key=holdout_key,
-        holdout=holdout,
-        val_key=val_key,
-        val_values=val_values,
-        val_size=val_size,
-        seed=tcfg.seed,
-    )
-    counts = {m: map_modality(mdata[m], fs[m], genome=genome) for m in ("rna", "atac")}
+        prep = {"rna": {"method": "log1p", "target_sum": 1e4}, "atac": {"method": atac_method}}
+        obs = mdata["rna"].obs
+        split = split_cells(
+            obs,
+            holdout_key=holdout_key,
+            holdout=holdout,
+            val_key=val_key,
+            val_values=val_values,
+            val_size=val_size,
+            seed=tcfg.seed,
+        )
+        if in_chunks:
+            counts = {
+                m: chunked.map_all(mdata[m], fs[m], m, genome=genome, chunk_size=cells)
+                for m in ("rna", "atac")
+            }
+        else:
+            counts = {m: map_modality(mdata[m], fs[m], genome=genome) for m in ("rna", "atac")}
+    finally:
+        if opened is not None:
+            opened.close()
     # idf from training cells only
     idf = tfidf_fit(counts["atac"][0][split["train"]]) if atac_method == "tfidf" else None
     torch.manual_seed(tcfg.seed)  # seeded initial weights: a fixed seed reproduces the run (and its resume)
@@ -331,45 +350,75 @@ def embed(
     copy_counts: bool = False,
     close_gap: bool = True,
     gap_k: int = gap.DEFAULT_K,
+    chunk_size: int | None = None,
 ) -> md.MuData:
     """Embed RNA and/or ATAC cells; returns a MuData whose modalities carry ``.obsm[key]`` (float32, unit norm).
 
     Works for RNA only, ATAC only, or both. Features are mapped onto the model's feature space (genes by id /
     name, peaks by overlap) and the coverage is recorded in ``.uns['scclip']`` of each modality and of the
     MuData, with the model name and whether the cells are paired (both modalities share ``obs_names``).
+
+    Parameters
+    ----------
+    data
+        MuData, AnnData, ``{"rna": AnnData, "atac": AnnData}``, :class:`scclip.stream.BackedData`, or the path
+        of a file (read with :func:`scclip.io.read`; with ``chunk_size``, an ``.h5ad`` / ``.h5mu`` is opened
+        with :func:`scclip.stream.read_backed` and never loaded whole).
+    chunk_size
+        Cells read, checked, mapped, preprocessed and encoded at a time. Backed data (``read_h5ad(path,
+        backed="r")``, ``read_h5mu(path, backed=True)``, :func:`~scclip.stream.read_backed`) always go this way
+        (default 10,000 cells): only one chunk of counts is in memory and the embeddings equal the in-memory
+        ones. Counts are not copied (``copy_counts=True`` is refused).
     """
     if not isinstance(model, ScclipModel):
         model = load_pretrained(model)
-    mdata = _as_mudata(data)
-    mods = [m for m in ("rna", "atac") if m in mdata.mod]
-    if not mods:
-        msg = f"the data has no 'rna' or 'atac' modality (it has {list(mdata.mod)}); rename the modalities"
-        raise ScclipError(msg)
-    from scclip.io import check_modality_data
+    cells = stream.check_chunk_size(chunk_size)
+    mdata, opened = _open_input(data, chunk_size)
+    try:
+        in_chunks = isinstance(mdata, stream.BackedData)
+        mods = [m for m in ("rna", "atac") if m in mdata.mod]
+        if not mods:
+            msg = (
+                f"the data has no 'rna' or 'atac' modality (it has {list(mdata.mod)}); rename the modalities"
+            )
+            raise ScclipError(msg)
+        if in_chunks and copy_counts:
+            msg = "copy_counts=True needs the counts in memory; embed backed / chunked data without it"
+            raise ScclipError(msg)
+        from scclip.io import check_modality_data
 
-    for m in mods:
-        check_modality_data(mdata[m], m)
-    dev = resolve_device(device)
-    model.net.to(dev).eval()
-    if paired is None:
-        paired = len(mods) == 2 and len(mdata["rna"].obs_names.intersection(mdata["atac"].obs_names)) > 0
-    out = {}
-    info: dict = {
-        "model": model.name,
-        "genome": model.feature_space.genome,
-        "paired": bool(paired),
-        "temperature": model.temperature,
-        "key": key,
-        "modalities": {},
-        "warnings": [],
-    }
-    raw = {}
-    for m in mods:
-        X, report = prepare_modality(model, mdata[m], m, genome=genome)
-        raw[m] = encode_csr(model.net, m, X, batch_size=batch_size, device=dev)
-        info["modalities"][m] = report
-        found = [*report.get("warnings", []), report["preprocessing"].get("warning")]
-        info["warnings"] += [f"{m}: {w}" for w in found if w]
+        for m in mods:
+            (stream.check_chunkable if in_chunks else check_modality_data)(mdata[m], m)
+        dev = resolve_device(device)
+        model.net.to(dev).eval()
+        if paired is None:
+            paired = len(mods) == 2 and len(mdata["rna"].obs_names.intersection(mdata["atac"].obs_names)) > 0
+        out = {}
+        info: dict = {
+            "model": model.name,
+            "genome": model.feature_space.genome,
+            "paired": bool(paired),
+            "temperature": model.temperature,
+            "key": key,
+            "modalities": {},
+            "warnings": [],
+            **({"chunk_size": cells} if in_chunks else {}),
+        }
+        raw = {}
+        for m in mods:
+            if in_chunks:
+                raw[m], report = chunked.embed_modality(
+                    model, mdata[m], m, genome=genome, chunk_size=cells, batch_size=batch_size, device=dev
+                )
+            else:
+                X, report = prepare_modality(model, mdata[m], m, genome=genome)
+                raw[m] = encode_csr(model.net, m, X, batch_size=batch_size, device=dev)
+            info["modalities"][m] = report
+            found = [*report.get("warnings", []), report["preprocessing"].get("warning")]
+            info["warnings"] += [f"{m}: {w}" for w in found if w]
+    finally:
+        if opened is not None:
+            opened.close()
     for w in info["warnings"]:
         logger.warning(w)
     joint, info["gap"] = _joint_embedding(raw, close_gap=close_gap, k=gap_k, device=dev)
@@ -393,6 +442,20 @@ def embed(
     result = md.MuData(out)
     result.uns["scclip"] = info
     return result
+
+
+def _open_input(data, chunk_size: int | None):
+    """(MuData or :class:`scclip.stream.BackedData`, the file this call opened or ``None``) for :func:`embed`."""
+    if isinstance(data, str | Path):
+        if chunk_size is None:
+            from scclip.io import read
+
+            return read(data), None
+        opened = stream.read_backed(data)
+        return opened, opened
+    if chunk_size is not None or stream.is_backed(data):
+        return stream.as_backed(data), None
+    return _as_mudata(data), None
 
 
 def _joint_embedding(raw: dict, *, close_gap: bool, k: int, device) -> tuple[dict, dict]:

@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--atac", default="tfidf", choices=["binary", "tfidf"], help="ATAC preprocessing (default tfidf)"
     )
+    t.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="files larger than memory: read the .h5mu/.h5ad on disk and map N cells at a time onto the model's "
+        "features (the compact training matrices stay in memory; same model)",
+    )
     t.add_argument("--holdout-key", default=None, help="obs column naming groups to hold out (e.g. batch)")
     t.add_argument(
         "--holdout", type=_csv, default=[], help="comma-separated values of --holdout-key never trained on"
@@ -136,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--genome", default=None, help="declared genome of the data (checked against the model's)")
     e.add_argument("--batch-size", type=int, default=1024)
+    e.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="files larger than memory: read the .h5mu/.h5ad on disk and embed N cells at a time "
+        "(e.g. 10000); only one chunk of counts is in memory, results are the same",
+    )
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--out", required=True, help="output .h5mu")
 
@@ -205,7 +221,7 @@ def cmd_train(args) -> int:
     from scclip.api import train
     from scclip.io import read
 
-    _check_positive(args, "epochs", "batch_size", "lr", "patience")
+    _check_positive(args, "epochs", "batch_size", "lr", "patience", "chunk_size")
     if args.val_size < 0:
         msg = f"--val-size must be >= 0 (a fraction below 1 or a number of cells), got {args.val_size}"
         raise ScclipError(msg)
@@ -216,7 +232,12 @@ def cmd_train(args) -> int:
     if out.exists() and any(out.iterdir()) and not args.resume:
         msg = f"run folder {out} exists and is not empty; choose a new --out, or add --resume to continue it"
         raise ScclipError(msg)
-    mdata = read(args.data)
+    if args.chunk_size is not None:
+        from scclip import stream
+
+        mdata = stream.read_backed(args.data)  # mapped onto the model's features N cells at a time
+    else:
+        mdata = read(args.data)
     tc = {
         k: v
         for k, v in dict(
@@ -248,6 +269,7 @@ def cmd_train(args) -> int:
         val_size=args.val_size,
         within_chromosome=args.within_chromosome,
         resume=args.resume,
+        chunk_size=args.chunk_size,
         progress=_progress_bar(),
         command="scclip " + shlex.join(sys.argv[1:]),
         data_name=str(args.data),
@@ -300,7 +322,7 @@ def cmd_embed(args) -> int:
     from scclip.io import read, read_pair
     from scclip.pretrained import load_pretrained
 
-    _check_positive(args, "batch_size")
+    _check_positive(args, "batch_size", "chunk_size")
     if args.data and (args.rna or args.atac or args.fragments):
         msg = "give either --data FILE, or --rna/--atac/--fragments files, not both"
         raise ScclipError(msg)
@@ -313,9 +335,16 @@ def cmd_embed(args) -> int:
     if args.paired and not (args.rna and args.atac):
         msg = "--paired needs both --rna and --atac"
         raise ScclipError(msg)
+    if args.chunk_size is not None and args.fragments:
+        msg = (
+            "--chunk-size reads .h5mu/.h5ad files in chunks; --fragments are counted in memory: leave one out"
+        )
+        raise ScclipError(msg)
     model = load_pretrained(args.model)
     if args.fragments:
         return _embed_fragments(args, model)
+    if args.chunk_size is not None:
+        return _embed_chunked(args, model)
     if args.data:
         mdata = read(args.data)
         paired = None
@@ -328,13 +357,42 @@ def cmd_embed(args) -> int:
     return _finish_embed(args, model, mdata, paired=paired)
 
 
+def _embed_chunked(args, model) -> int:
+    """``scclip embed --chunk-size N``: .h5mu/.h5ad files read on disk, N cells at a time."""
+    from scclip import stream
+
+    paths = (
+        {"data": args.data}
+        if args.data
+        else {m: getattr(args, m) for m in ("rna", "atac") if getattr(args, m)}
+    )
+    opened = []
+    try:
+        for name, path in paths.items():
+            opened.append(stream.read_backed(path, modality=None if name == "data" else name))
+        if args.data:
+            return _finish_embed(args, model, opened[0], paired=None)
+        data = stream.BackedData({m: d.mod[m] for m, d in zip(paths, opened, strict=True)})
+        paired = args.paired and len(paths) == 2
+        return _finish_embed(args, model, stream.paired_cells(data) if paired else data, paired=paired)
+    finally:
+        for d in opened:
+            d.close()
+
+
 def _finish_embed(args, model, mdata, *, paired) -> int:
     """Embed, write the .h5mu atomically, print warnings and the coverage summary."""
     from scclip.api import embed
     from scclip.io import write_h5mu
 
     result = embed(
-        model, mdata, genome=args.genome, batch_size=args.batch_size, device=args.device, paired=paired
+        model,
+        mdata,
+        genome=args.genome,
+        batch_size=args.batch_size,
+        device=args.device,
+        paired=paired,
+        chunk_size=getattr(args, "chunk_size", None),
     )
     write_h5mu(result, args.out)
     for w in result.uns["scclip"].get("warnings", []):

@@ -57,6 +57,15 @@ def modality_gap(rna_emb, atac_emb) -> dict[str, float]:
     }
 
 
+def _complete(own: np.ndarray, other: np.ndarray, idx: np.ndarray, *, block: int = 8192) -> np.ndarray:
+    """``normalise(own + mean of other[idx])`` in blocks of rows: never a (cells, k, d) array of all cells."""
+    out = np.empty_like(own, dtype=np.float32)
+    idx = np.asarray(idx)
+    for i in range(0, len(own), block):
+        out[i : i + block] = _unit(own[i : i + block] + other[idx[i : i + block]].mean(axis=1))
+    return out
+
+
 def close_gap(
     rna_emb,
     atac_emb,
@@ -92,8 +101,7 @@ def close_gap(
     k_r, k_a = min(int(k), len(a)), min(int(k), len(r))
     idx_r, _ = topk_partners(r, a, k=k_r, chunk_size=chunk_size, device=device)  # (n_rna, k) ATAC neighbours
     idx_a, _ = topk_partners(a, r, k=k_a, chunk_size=chunk_size, device=device)  # (n_atac, k) RNA neighbours
-    joint_r = _unit(_unit(r) + _unit(a)[idx_r].mean(axis=1)).astype(np.float32)
-    joint_a = _unit(_unit(a) + _unit(r)[idx_a].mean(axis=1)).astype(np.float32)
+    joint_r, joint_a = _complete(_unit(r), _unit(a), idx_r), _complete(_unit(a), _unit(r), idx_a)
     info = {
         "method": "cross-modal completion",
         "k": int(k),

@@ -91,11 +91,26 @@ def _read_h5mu(path: Path, modality: str | None, info: dict) -> md.MuData:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mdata = md.read_h5mu(path)
+    global_obs = _global_obs(mdata.obs, mdata.mod)
+    mods = _h5mu_modalities(dict(mdata.mod), global_obs, path, modality, info, _use_counts)
+    notes = info["notes"]
+    mods = {m: _finish(a, m, str(path), notes) for m, a in mods.items()}
+    return _build(mods, info, global_obs)
+
+
+def _global_obs(obs: pd.DataFrame, keys) -> pd.DataFrame:
+    """The MuData-level obs columns that are not copies of a modality's (``rna:cell_type``)."""
+    return obs.loc[:, [c for c in obs.columns if not any(c.startswith(f"{k}:") for k in keys)]]
+
+
+def _h5mu_modalities(items: dict, global_obs, path, modality, info: dict, use_counts) -> dict:
+    """The rna / atac modalities of an .h5mu by their keys (aliases, else inferred from the features), with
+    the MuData-level obs columns added and the raw counts chosen by ``use_counts(adata, notes)``.
+
+    ``items`` maps the file's modality keys to AnnData (or :class:`scclip.stream.Modality`).
+    """
     notes, mods = info["notes"], {}
-    global_obs = mdata.obs.loc[
-        :, [c for c in mdata.obs.columns if not any(c.startswith(f"{k}:") for k in mdata.mod)]
-    ]
-    for key, adata in mdata.mod.items():
+    for key, adata in items.items():
         mod, how = _canonical(key), f"modality '{key}'"
         if mod is None:
             mod, reason = _infer_modality(adata)
@@ -111,19 +126,25 @@ def _read_h5mu(path: Path, modality: str | None, info: dict) -> md.MuData:
             notes.append(f"used {how} as {mod}")
         for col in global_obs.columns.difference(adata.obs.columns):
             adata.obs[col] = global_obs[col].reindex(adata.obs_names).to_numpy()
-        mods[mod] = _use_counts(adata, notes)
+        mods[mod] = use_counts(adata, notes)
         _add_genome(mods[mod])
     if not mods:
-        msg = f"{path} has no rna or atac modality (found: {', '.join(mdata.mod)}); rename them to 'rna' / 'atac'."
+        msg = (
+            f"{path} has no rna or atac modality (found: {', '.join(items)}); rename them to 'rna' / 'atac'."
+        )
         raise ScclipError(msg)
-    mods = {m: _finish(a, m, str(path), notes) for m, a in _select(mods, modality, str(path)).items()}
-    return _build(mods, info, global_obs)
+    return _select(mods, modality, str(path))
 
 
 def _read_h5ad(path: Path, modality: str | None, info: dict) -> md.MuData:
-    adata = ad.read_h5ad(path)
-    notes = info["notes"]
-    adata = _use_counts(adata, notes)
+    adata = _use_counts(ad.read_h5ad(path), info["notes"])
+    mods = _h5ad_modalities(adata, path, modality, info["notes"])
+    return _build({m: _finish(a, m, str(path), info["notes"]) for m, a in mods.items()}, info)
+
+
+def _h5ad_modalities(adata, path, modality: str | None, notes: list[str]) -> dict:
+    """The modalities of an .h5ad: split by ``var['feature_types']`` when it mixes them, else the one named
+    by ``modality`` or inferred from the features (refusing an ATAC file given as RNA)."""
     types = adata.var.get("feature_types")
     if types is not None and len({_canonical(t) for t in pd.unique(types.astype(str))} - {None}) > 1:
         mods = _split_by_type(adata, types, str(path), notes, modality)
@@ -143,7 +164,7 @@ def _read_h5ad(path: Path, modality: str | None, info: dict) -> md.MuData:
         mods = {modality: adata}
     for a in mods.values():
         _add_genome(a)
-    return _build({m: _finish(a, m, str(path), notes) for m, a in mods.items()}, info)
+    return mods
 
 
 def _read_tar(path: Path, modality: str | None, info: dict) -> md.MuData:
@@ -270,25 +291,29 @@ def paired_cells(mdata: md.MuData) -> md.MuData:
         msg = f"Paired cells need both rna and atac; this data has no {' or '.join(missing)}."
         raise ScclipError(msg)
     rna, atac = mdata.mod["rna"], mdata.mod["atac"]
-    shared = rna.obs_names[rna.obs_names.isin(atac.obs_names)]
-    if len(shared) == 0:
-        hint = ""
-        strip = r"-\d+$"
-        if (
-            rna.obs_names.str.replace(strip, "", regex=True)
-            .isin(atac.obs_names.str.replace(strip, "", regex=True))
-            .any()
-        ):
-            hint = " The barcodes match once a '-N' suffix is removed: make the suffixes agree."
-        msg = (
-            f"No barcode is shared between rna ({rna.obs_names[0]}, ...) and atac ({atac.obs_names[0]}, ...): "
-            f"these are not paired measurements of the same cells; use them unpaired.{hint}"
-        )
-        raise ScclipError(msg)
+    shared = shared_barcodes(rna.obs_names, atac.obs_names)
     info = dict(mdata.uns.get("scclip_read", {"notes": []}))
     info["notes"] = [*list(info.get("notes", [])), f"kept the {len(shared)} cells present in both modalities"]
     mods = {"rna": rna[shared].copy(), "atac": atac[shared].copy()}
     return _build(mods, info, mdata.obs if mdata.obs.shape[1] else None)
+
+
+def shared_barcodes(rna_names: pd.Index, atac_names: pd.Index) -> pd.Index:
+    """The barcodes in both modalities, in RNA order; an error (with a hint on ``-N`` suffixes) when none."""
+    rna = pd.Index(rna_names)
+    atac = pd.Index(atac_names)
+    shared = rna[rna.isin(atac)]
+    if len(shared) == 0:
+        hint = ""
+        strip = r"-\d+$"
+        if rna.str.replace(strip, "", regex=True).isin(atac.str.replace(strip, "", regex=True)).any():
+            hint = " The barcodes match once a '-N' suffix is removed: make the suffixes agree."
+        msg = (
+            f"No barcode is shared between rna ({rna[0]}, ...) and atac ({atac[0]}, ...): "
+            f"these are not paired measurements of the same cells; use them unpaired.{hint}"
+        )
+        raise ScclipError(msg)
+    return shared
 
 
 def read_pair(rna_path, atac_path, *, paired: bool = False) -> tuple[md.MuData, dict]:

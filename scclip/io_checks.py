@@ -227,7 +227,7 @@ def _split_by_type(
             continue
         found.append(mod)
         if modality in (None, mod):
-            mods[mod] = adata if mask.all() else adata[:, mask].copy()
+            mods[mod] = adata if mask.all() else _columns(adata, mask)
             used = ", ".join(sorted(types[mask].unique()))
             notes.append(f"{mod}: {int(mask.sum())} features of type {used}")
     other = sorted(types[canon == ""].unique())
@@ -240,6 +240,13 @@ def _split_by_type(
         msg = f"{source} has no {modality} data (it holds: {', '.join(found)})."
         raise ScclipError(msg)
     return mods
+
+
+def _columns(adata, mask: np.ndarray):
+    """The features ``mask`` of one modality: a copy for AnnData; a file read in row chunks
+    (:class:`scclip.stream.Modality`) selects the columns of each chunk instead."""
+    select = getattr(adata, "select_columns", None)
+    return select(mask) if select is not None else adata[:, mask].copy()
 
 
 def _select(mods: dict[str, ad.AnnData], modality: str | None, source: str) -> dict[str, ad.AnnData]:

@@ -355,3 +355,17 @@ def test_train_precision_and_memory_flags_reach_the_config(files):
     assert summary["train_config"]["ema_decay"] == 0.9
     rc, _, stderr = cli("train", "--data", files["x"], "--out", files["d"] / "x2", "--precision", "fp16")
     assert rc == 2 and "invalid choice" in stderr
+
+
+def test_train_chunk_size_reads_on_disk_and_trains_the_same_model(files):
+    runs = {}
+    for tag, extra in (("mem", []), ("chunked", ["--chunk-size", "70"])):
+        out = files["d"] / f"run_chunk_{tag}"
+        rc, _, stderr = cli("train", "--data", files["x"], "--out", out, *train_args(), *extra)
+        assert rc == 0, stderr
+        runs[tag] = json.loads((out / "model" / "summary.json").read_text())
+    assert runs["chunked"]["holdout_metrics"] == runs["mem"]["holdout_metrics"]
+    assert runs["chunked"]["history"][-1]["loss"] == runs["mem"]["history"][-1]["loss"]
+    rc, _, stderr = cli("train", "--data", files["x"], "--out", files["d"] / "run_chunk0", *train_args(),
+                        "--chunk-size", "0")
+    assert rc == 1 and "--chunk-size must be positive" in stderr

@@ -87,6 +87,23 @@ def test_draw_indices_stable_subset():
     assert explore.draw_indices(1000, 100, mask=mask).tolist() == list(range(50))
 
 
+def test_max_drawn_from_environment_and_selections_still_cover_all(monkeypatch):
+    from scclip.explore.constants import MAX_DRAWN, max_drawn
+
+    monkeypatch.delenv("SCCLIP_MAX_DRAWN", raising=False)
+    assert max_drawn() == MAX_DRAWN == 150_000
+    assert explore.draw_indices(200_000).size == 150_000
+    monkeypatch.setenv("SCCLIP_MAX_DRAWN", " 40 ")
+    assert max_drawn() == 40 and explore.draw_indices(100).size == 40  # read at call time
+    coords = np.random.default_rng(0).uniform(0, 1, (100, 2)).astype(np.float32)
+    box = {"box": [{"x": [-1, 2], "y": [-1, 2]}]}
+    assert explore.selection_to_cells(box, coords).size == 100  # undrawn cells are selected too
+    for bad in ("0", "-3", "lots", "1.5e5"):
+        monkeypatch.setenv("SCCLIP_MAX_DRAWN", bad)
+        with pytest.warns(UserWarning, match="SCCLIP_MAX_DRAWN.*not a positive integer.*150,000"):
+            assert max_drawn() == MAX_DRAWN
+
+
 # --------------------------------------------------------------------------- joint table and matches
 def test_joint_table_and_partners_match_library(joint):
     assert joint.n == 600 and joint.n_rna == 300 and joint.paired

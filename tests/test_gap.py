@@ -77,3 +77,13 @@ def test_intra_negatives_loss_reduces_to_clip_and_penalises_same_modality_crowdi
     assert full > plain  # more negatives can only raise the loss
     with pytest.raises(ValueError, match=">= 0"):
         ClipLoss(intra_negatives=-1)
+
+
+def test_completion_in_blocks_equals_the_formula():
+    from scclip.gap import _complete, _unit
+
+    rng = np.random.default_rng(3)
+    own, other = _unit(rng.normal(size=(50, 8))), _unit(rng.normal(size=(40, 8)))
+    idx = rng.integers(0, 40, size=(50, 5))
+    naive = _unit(own + other[idx].mean(axis=1))
+    np.testing.assert_allclose(_complete(own, other, idx, block=7), naive, atol=1e-6)

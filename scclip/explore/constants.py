@@ -3,14 +3,17 @@ the category palette."""
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 EMBED_KEY = "X_scclip"
 MODALITY_LABELS = {"rna": "RNA", "atac": "ATAC"}
 MODALITY_COLORS = {"RNA": "#1f77b4", "ATAC": "#e4572e"}
-#: Cells drawn at most per plot; selections still cover every cell (computed on the server).
-MAX_DRAWN = 60_000
+#: Cells drawn at most per plot by default; selections still cover every cell (computed on the server).
+MAX_DRAWN = 150_000
+MAX_DRAWN_ENV = "SCCLIP_MAX_DRAWN"
 SNARE_FILE = "chen2019_snareseq_dev.h5mu"
 SNARE_TEST_LIBRARIES = ("09I", "09J")
 MODEL_ZIP_SUFFIXES = (".json", ".safetensors", ".tsv.gz", ".md")
@@ -24,3 +27,24 @@ PALETTE = [
     "#E25822",
 ]  # fmt: skip
 MISSING_COLOR = "#c8c8c8"
+
+
+def max_drawn() -> int:
+    """Cells drawn at most per plot: ``$SCCLIP_MAX_DRAWN`` (a positive integer, e.g. ``300000``) or
+    :data:`MAX_DRAWN`. Selections and matches still use every cell. A value that is not a positive integer
+    is reported with a warning and the default is used (the app still opens)."""
+    raw = os.environ.get(MAX_DRAWN_ENV, "").strip()
+    if not raw:
+        return MAX_DRAWN
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        msg = (
+            f"${MAX_DRAWN_ENV}={raw!r} is not a positive integer (the most cells drawn per plot); "
+            f"using the default {MAX_DRAWN:,}"
+        )
+        warnings.warn(msg, UserWarning, stacklevel=2)
+        return MAX_DRAWN
+    return value

@@ -6,16 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from scclip.explore.constants import MAX_DRAWN, MISSING_COLOR, MODALITY_COLORS, PALETTE
+from scclip.explore.constants import MISSING_COLOR, MODALITY_COLORS, PALETTE, max_drawn
 
 
 def draw_indices(
-    n: int, max_points: int = MAX_DRAWN, *, seed: int = 0, mask: np.ndarray | None = None
+    n: int, max_points: int | None = None, *, seed: int = 0, mask: np.ndarray | None = None
 ) -> np.ndarray:
-    """Global indices to draw: all (visible) cells, or a fixed random subset of ``max_points`` of them.
+    """Global indices to draw: all (visible) cells, or a fixed random subset of ``max_points`` of them
+    (default :func:`~scclip.explore.constants.max_drawn`: ``$SCCLIP_MAX_DRAWN`` or 150,000).
 
     The subset is the same for every colouring (a fixed permutation), so recolouring never reshuffles cells.
+    Only drawing is limited: selections resolve to every cell (:func:`scclip.explore.selection_to_cells`).
     """
+    max_points = max_drawn() if max_points is None else max_points
     order = np.random.default_rng(seed).permutation(n)
     if mask is not None:
         order = order[mask[order]]
@@ -128,7 +131,8 @@ def umap_figure(
     hl = highlight or {}
     group = np.asarray(hl.get("group", []), dtype=np.int64)
     if group.size:
-        g = group if group.size <= MAX_DRAWN else group[draw_indices(group.size, MAX_DRAWN)]
+        limit = max_drawn()
+        g = group if group.size <= limit else group[draw_indices(group.size, limit)]
         fig.add_trace(
             go.Scattergl(
                 x=coords[g, 0], y=coords[g, 1], mode="markers", customdata=g, name="selected",
