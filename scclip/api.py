@@ -322,20 +322,13 @@ def train(
 def _as_mudata(data) -> md.MuData:
     if isinstance(data, md.MuData):
         return data
-    if isinstance(data, ad.AnnData):
-        from scclip.io import _infer_modality  # same inference rules as files
+    from scclip.io_checks import modality_of_anndata, unsupported_input  # the rules of file reading
 
-        mod, _ = _infer_modality(data)
-        if mod is None:
-            msg = (
-                "cannot tell whether this AnnData is RNA or ATAC; pass a MuData with modality 'rna' or 'atac'"
-            )
-            raise ScclipError(msg)
-        return md.MuData({mod: data})
+    if isinstance(data, ad.AnnData):
+        return md.MuData({modality_of_anndata(data): data})
     if isinstance(data, dict):
         return md.MuData(data)
-    msg = f"expected MuData, AnnData or {{'rna': AnnData, 'atac': AnnData}}, got {type(data).__name__}"
-    raise ScclipError(msg)
+    raise unsupported_input(data)
 
 
 def _open_input(data, chunk_size: int | None):

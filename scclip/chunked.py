@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from scclip.align import align_features
 from scclip.errors import ScclipError
 from scclip.io_checks import _check_values
-from scclip.preprocess import _LOG_MAX, binarize, normalize_rna, tfidf
+from scclip.preprocess import _LOG_MAX, binarize, normalize_rna, rna_preprocessing_info, tfidf
 from scclip.stream import Modality, check_chunk_size, check_chunkable
 from scclip.training import encode_csr
 
@@ -127,19 +127,7 @@ def _preprocessing_info(model, mod: str, stats: ValueStats) -> dict:
     """The record :func:`scclip.preprocess.prepare_rna` / ``prepare_atac`` return, from all chunks' stats."""
     normalized, reason = stats.decision()
     if mod == "rna":
-        info: dict = {"normalized": not normalized, "reason": reason}
-        if not normalized:
-            info["target_sum"] = 1e4
-        elif "negative" in reason or "NaN" in reason:
-            info["warning"] = (
-                f"RNA input {reason}: expected raw counts or log-normalised values; used as it is"
-            )
-        else:
-            info["warning"] = (
-                f"RNA input looks already normalised ({reason}): used as it is, not normalised again; "
-                "pass raw counts for the model's own normalize_total + log1p"
-            )
-        return info
+        return rna_preprocessing_info(normalized, reason)
     method = model.preprocessing["atac"]["method"]
     info = {"method": method, "input": reason}
     if normalized and "negative" in reason:

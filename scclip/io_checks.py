@@ -61,6 +61,21 @@ def _peak_fraction(names) -> float:
     return float(names.str.match(_PEAK_RE).mean()) if len(names) else 0.0
 
 
+def modality_of_anndata(adata: ad.AnnData) -> str:
+    """``'rna'`` or ``'atac'`` for an AnnData given without a modality name (the rules of file reading)."""
+    mod, _ = _infer_modality(adata)
+    if mod is None:
+        msg = "cannot tell whether this AnnData is RNA or ATAC; pass a MuData with modality 'rna' or 'atac'"
+        raise ScclipError(msg)
+    return mod
+
+
+def unsupported_input(data) -> ScclipError:
+    """The error for data of a type ``embed`` / ``train`` do not take."""
+    msg = f"expected MuData, AnnData or {{'rna': AnnData, 'atac': AnnData}}, got {type(data).__name__}"
+    return ScclipError(msg)
+
+
 def _infer_modality(adata: ad.AnnData) -> tuple[str | None, str]:
     """Guess the modality of a one-modality AnnData from ``var['feature_types']`` or the feature names."""
     if "feature_types" in adata.var:

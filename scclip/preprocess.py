@@ -111,20 +111,25 @@ def prepare_rna(X, *, target_sum: float = 1e4) -> tuple[sp.csr_matrix, dict]:
     input looked like) and, for suspicious input, ``warning``.
     """
     normalized, reason = _diagnose(X)
-    info: dict = {"normalized": not normalized, "reason": reason}
+    info = rna_preprocessing_info(normalized, reason, target_sum=target_sum)
     if normalized:
-        if "negative" in reason or "NaN" in reason:
-            info["warning"] = (
-                f"RNA input {reason}: expected raw counts or log-normalised values; used as it is"
-            )
-        else:
-            info["warning"] = (
-                f"RNA input looks already normalised ({reason}): used as it is, not normalised again; "
-                "pass raw counts for the model's own normalize_total + log1p"
-            )
         return _csr(X), info
-    info["target_sum"] = target_sum
     return normalize_rna(X, target_sum=target_sum), info
+
+
+def rna_preprocessing_info(looks_normalized: bool, reason: str, *, target_sum: float = 1e4) -> dict:
+    """The record :func:`prepare_rna` returns for input diagnosed as ``(looks_normalized, reason)``."""
+    info: dict = {"normalized": not looks_normalized, "reason": reason}
+    if not looks_normalized:
+        info["target_sum"] = target_sum
+    elif "negative" in reason or "NaN" in reason:
+        info["warning"] = f"RNA input {reason}: expected raw counts or log-normalised values; used as it is"
+    else:
+        info["warning"] = (
+            f"RNA input looks already normalised ({reason}): used as it is, not normalised again; "
+            "pass raw counts for the model's own normalize_total + log1p"
+        )
+    return info
 
 
 def binarize(X) -> sp.csr_matrix:

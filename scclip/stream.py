@@ -27,10 +27,11 @@ from scclip.errors import ScclipError
 from scclip.io_checks import (
     _COUNT_LAYERS,
     _check_modality,
-    _infer_modality,
     _to_csr,
     check_modality_meta,
     count_source,
+    modality_of_anndata,
+    unsupported_input,
 )
 
 __all__ = [
@@ -201,17 +202,10 @@ def as_backed(data) -> BackedData:
     if isinstance(data, BackedData):
         return data
     if isinstance(data, ad.AnnData):
-        mod, _ = _infer_modality(data)
-        if mod is None:
-            msg = (
-                "cannot tell whether this AnnData is RNA or ATAC; pass a MuData with modality 'rna' or 'atac'"
-            )
-            raise ScclipError(msg)
-        data = {mod: data}
+        data = {modality_of_anndata(data): data}
     mods = getattr(data, "mod", data)
     if not isinstance(mods, dict):
-        msg = f"expected MuData, AnnData or {{'rna': AnnData, 'atac': AnnData}}, got {type(data).__name__}"
-        raise ScclipError(msg)
+        raise unsupported_input(data)
     return BackedData(
         {m: a if isinstance(a, Modality) else from_anndata(a) for m, a in mods.items() if m in MODALITIES}
     )
