@@ -17,8 +17,8 @@ import scipy.sparse as sp
 from scclip.align import align_features
 from scclip.errors import ScclipError
 from scclip.io_checks import _check_values
-from scclip.preprocess import _LOG_MAX, binarize, normalize_rna, rna_preprocessing_info, tfidf
-from scclip.stream import Modality, check_chunk_size, check_chunkable
+from scclip.preprocess import ValueStats, binarize, normalize_rna, rna_preprocessing_info, tfidf
+from scclip.stream import Modality, check_chunk_size
 from scclip.training import encode_csr
 
 __all__ = ["MappedChunks", "ValueStats", "embed_modality", "map_all"]
@@ -26,61 +26,16 @@ __all__ = ["MappedChunks", "ValueStats", "embed_modality", "map_all"]
 logger = logging.getLogger(__name__)
 
 
-class ValueStats:
-    """What :func:`scclip.preprocess.diagnose` looks at, added up over chunks: :meth:`decision` gives the
-    answer ``diagnose`` gives on all the chunks stacked."""
-
-    def __init__(self) -> None:
-        self.size, self.finite, self.integer = 0, True, True
-        self.min, self.max = np.inf, -np.inf
-        self.n_totals, self.first_total = 0, None
-        self.total_min, self.total_max = np.inf, -np.inf
-
-    def add(self, X: sp.csr_matrix) -> None:
-        data = X.data
-        if data.size:
-            self.size += data.size
-            self.finite &= bool(np.isfinite(data).all())
-            self.min, self.max = min(self.min, float(data.min())), max(self.max, float(data.max()))
-            self.integer &= bool(np.allclose(data, np.round(data), atol=1e-4))
-        totals = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
-        totals = totals[totals > 0]
-        if totals.size:
-            self.first_total = totals[0] if self.first_total is None else self.first_total
-            self.n_totals += totals.size
-            self.total_min, self.total_max = (
-                min(self.total_min, totals.min()),
-                max(self.total_max, totals.max()),
-            )
-
-    def decision(self) -> tuple[bool, str]:
-        """``(looks normalised, why)`` as :func:`scclip.preprocess.diagnose` would say."""
-        if self.size == 0:
-            return False, "no non-zero values"
-        if not self.finite:
-            return True, "contains NaN or infinite values"
-        if self.min < 0:
-            return True, "has negative values (scaled / centred data)"
-        if self.integer:
-            return False, "integer values (raw counts)"
-        if self.max <= _LOG_MAX:
-            return True, f"non-integer values with maximum {self.max:.3g} (log-scale)"
-        if self.n_totals > 1 and self.total_max - self.total_min <= 1e-3 * self.total_max:
-            why = f"non-integer values and every cell sums to {self.first_total:.4g} (normalised, not logged)"
-            return True, why
-        return False, "non-integer values on a count scale (e.g. ambient-corrected counts)"
-
-
 class MappedChunks:
     """Iterate ``(lo, hi, cells lo:hi on the model's features as float32 CSR)`` over one modality.
 
     Each chunk's values are checked (NaN, negative counts: the error names the cells), its per-feature totals
     are added up for :attr:`report` (``count_coverage``), and :attr:`stats` follows the mapped values.
-    ``n_chunks`` counts the chunks read by the last pass.
+    ``n_chunks`` counts the chunks read by the last pass. The callers (``embed``, ``train``) have already run
+    :func:`scclip.stream.check_chunkable` on ``data``.
     """
 
     def __init__(self, data: Modality, features, *, mod: str, genome: str | None = None, chunk_size=None):
-        check_chunkable(data, mod)
         self.data, self.mod, self.chunk_size = data, mod, check_chunk_size(chunk_size)
         self.alignment = align_features(data, features, genome=genome)
         self.col_sums = np.zeros(data.n_vars)

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from scclip.errors import ScclipError
 
 __all__ = [
+    "ValueStats",
     "binarize",
     "diagnose",
     "looks_normalized",
@@ -66,25 +67,56 @@ def normalize_rna(X, *, target_sum: float = 1e4) -> sp.csr_matrix:
     return out
 
 
+class ValueStats:
+    """What :func:`diagnose` looks at in stored values, added up over row blocks (:meth:`add`); :meth:`decision`
+    is the answer for all blocks stacked. :func:`diagnose` is one block; :mod:`scclip.chunked` adds file chunks."""
+
+    def __init__(self) -> None:
+        self.size, self.finite, self.integer = 0, True, True
+        self.min, self.max = np.inf, -np.inf
+        self.n_totals, self.first_total = 0, None
+        self.total_min, self.total_max = np.inf, -np.inf
+
+    def add(self, X: sp.csr_matrix) -> None:
+        data = X.data
+        if data.size:
+            self.size += data.size
+            self.finite &= bool(np.isfinite(data).all())
+            self.min, self.max = min(self.min, float(data.min())), max(self.max, float(data.max()))
+            self.integer &= bool(np.allclose(data, np.round(data), atol=1e-4))
+        totals = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
+        totals = totals[totals > 0]
+        if totals.size:
+            self.first_total = totals[0] if self.first_total is None else self.first_total
+            self.n_totals += totals.size
+            self.total_min, self.total_max = (
+                min(self.total_min, totals.min()),
+                max(self.total_max, totals.max()),
+            )
+
+    def decision(self) -> tuple[bool, str]:
+        """``(looks normalised, why)`` from the values added so far."""
+        if self.size == 0:
+            return False, "no non-zero values"
+        if not self.finite:
+            return True, "contains NaN or infinite values"
+        if self.min < 0:
+            return True, "has negative values (scaled / centred data)"
+        if self.integer:
+            return False, "integer values (raw counts)"
+        if self.max <= _LOG_MAX:
+            return True, f"non-integer values with maximum {self.max:.3g} (log-scale)"
+        if self.n_totals > 1 and self.total_max - self.total_min <= 1e-3 * self.total_max:
+            why = f"non-integer values and every cell sums to {self.first_total:.4g} (normalised, not logged)"
+            return True, why
+        return False, "non-integer values on a count scale (e.g. ambient-corrected counts)"
+
+
 def _diagnose(X) -> tuple[bool, str]:
     """(looks normalised, why) from the stored values of ``X``."""
-    X = _csr(X)
-    data = X.data
-    if data.size == 0:
-        return False, "no non-zero values"
-    if not np.isfinite(data).all():
-        return True, "contains NaN or infinite values"
-    if data.min() < 0:
-        return True, "has negative values (scaled / centred data)"
-    if np.allclose(data, np.round(data), atol=1e-4):
-        return False, "integer values (raw counts)"
-    if data.max() <= _LOG_MAX:
-        return True, f"non-integer values with maximum {data.max():.3g} (log-scale)"
-    totals = _row_sums(X)
-    totals = totals[totals > 0]
-    if totals.size > 1 and np.ptp(totals) <= 1e-3 * totals.max():
-        return True, f"non-integer values and every cell sums to {totals[0]:.4g} (normalised, not logged)"
-    return False, "non-integer values on a count scale (e.g. ambient-corrected counts)"
+    stats = ValueStats()
+    stats.add(_csr(X))
+    return stats.decision()
 
 
 def diagnose(X) -> tuple[bool, str]:

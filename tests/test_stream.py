@@ -139,7 +139,7 @@ def test_value_stats_over_chunks_equal_diagnose_of_the_whole(kind):
         X = sp.csr_matrix(X.shape, dtype=np.float32)
     elif kind == "ambient":
         X.data = X.data * 30 + 0.37
-    stats = chunked.ValueStats()
+    stats = chunked.ValueStats()  # the class diagnose uses, fed chunk by chunk
     for lo in range(0, 120, 25):
         stats.add(X[lo : lo + 25])
     assert stats.decision() == diagnose(X)
