@@ -332,7 +332,7 @@ def _as_mudata(data) -> md.MuData:
 
 
 def _open_input(data, chunk_size: int | None):
-    """(MuData or :class:`scclip.stream.BackedData`, the file this call opened or ``None``) for :func:`embed`."""
+    """(MuData or :class:`scclip.stream.BackedData`, the file this call opened or ``None``) for embed / train."""
     if isinstance(data, str | Path):
         if chunk_size is None:
             from scclip.io import read

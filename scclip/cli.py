@@ -232,12 +232,8 @@ def cmd_train(args) -> int:
     if out.exists() and any(out.iterdir()) and not args.resume:
         msg = f"run folder {out} exists and is not empty; choose a new --out, or add --resume to continue it"
         raise ScclipError(msg)
-    if args.chunk_size is not None:
-        from scclip import stream
-
-        mdata = stream.read_backed(args.data)  # mapped onto the model's features N cells at a time
-    else:
-        mdata = read(args.data)
+    # with --chunk-size, train opens the file on disk itself (and closes it) and maps N cells at a time
+    mdata = args.data if args.chunk_size is not None else read(args.data)
     tc = {
         k: v
         for k, v in dict(
