@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from pages import common
@@ -47,41 +44,7 @@ st.markdown(
 
 
 # --------------------------------------------------------------------------- selection events (before drawing)
-def _signature(sel) -> str:
-    s = sel.get("selection", {}) if isinstance(sel, dict) else {}
-    return json.dumps(
-        {
-            "p": [p.get("customdata") for p in s.get("points", [])][:50],
-            "b": s.get("box", []),
-            "l": [len(lasso.get("x", [])) for lasso in s.get("lasso", [])],
-        },
-        default=str,
-    )
-
-
-def _visible_mask() -> np.ndarray:
-    return ss.get("_visible_mask", np.ones(joint.n, dtype=bool))
-
-
-for chart in ("umap_mod", "umap_col"):
-    sel = ss.get(chart)
-    if not sel:
-        continue
-    sig = _signature(sel)
-    if sig == ss.get(f"sel_sig_{chart}"):
-        continue
-    ss[f"sel_sig_{chart}"] = sig
-    s = sel.get("selection", {})
-    if s.get("box") or s.get("lasso"):
-        cells = explore.selection_to_cells(sel, joint.umap, mask=_visible_mask())
-        ss.group_cells = cells if cells.size else None
-    else:
-        cells = explore.selection_to_cells(sel)
-        cells = cells[cells < joint.n]
-        if cells.size == 1:
-            ss.query_cell = int(cells[0])
-        elif cells.size > 1:
-            ss.group_cells = cells
+explore.apply_selection_events(ss, joint, ("umap_mod", "umap_col"))
 
 
 def _find_barcode() -> None:
@@ -101,10 +64,7 @@ def _find_barcode() -> None:
 # --------------------------------------------------------------------------- controls
 colour_cols = joint.color_columns()
 labels = explore.label_columns(joint)
-default_col = next(
-    (c for c in ("cell_type", "celltype", "cell type", "leiden", "louvain") if c in colour_cols), None
-)
-default_col = default_col or next((c for c in colour_cols if c != "modality"), "modality")
+default_col = explore.default_color_column(colour_cols)
 c1, c2, c3, c4 = st.columns([2.2, 1.1, 1.1, 2.2], vertical_alignment="bottom")
 color_by = c1.selectbox(
     "Colour the right-hand plot by",
@@ -168,34 +128,13 @@ if drawn.size < visible.sum():
         "all cells."
     )
 obs = joint.obs
-hover_base = obs["barcode"].astype(str) + " · " + obs["modality"].astype(str)
-
-
-def hover_for(col: str) -> np.ndarray:
-    cache = joint.info.setdefault("hover", {})
-    if col not in cache:
-        cache[col] = _hover(col)
-    return cache[col]
-
-
-def _hover(col: str) -> np.ndarray:
-    if col == "modality":
-        return hover_base.to_numpy()
-    v = obs[col]
-    txt = (
-        v.map(lambda x: f"{x:.3g}" if isinstance(x, float) else str(x))
-        if not explore.is_categorical(v)
-        else v.astype(str)
-    )
-    return (hover_base + f"<br>{col}: " + txt.astype(str)).to_numpy()
-
 
 plot_cfg = {"displaylogo": False, "scrollZoom": True, "modeBarButtonsToRemove": ["autoScale2d"],
             "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "scclip_umap"}}  # fmt: skip
 left, right = st.columns(2, gap="medium")
 with left:
     fig = explore.umap_figure(
-        joint.umap, obs["modality"], drawn, hover=hover_for("modality"), title="Coloured by modality (mixing)",
+        joint.umap, obs["modality"], drawn, hover=explore.hover_text(joint, "modality"), title="Coloured by modality (mixing)",
         point_size=point_size, opacity=opacity, highlight=highlight,
     )  # fmt: skip
     st.plotly_chart(
@@ -203,7 +142,7 @@ with left:
     )
 with right:
     fig = explore.umap_figure(
-        joint.umap, values, drawn, hover=hover_for(color_by), title=f"Coloured by {color_by}",
+        joint.umap, values, drawn, hover=explore.hover_text(joint, color_by), title=f"Coloured by {color_by}",
         point_size=point_size, opacity=opacity, highlight=highlight, colorbar_title=color_by,
     )  # fmt: skip
     st.plotly_chart(
@@ -212,15 +151,6 @@ with right:
 
 
 # --------------------------------------------------------------------------- metric panel
-def _metrics(label: str | None) -> dict:
-    cache = joint.info.setdefault("metrics", {})
-    if label not in cache:
-        from scclip.evaluate import evaluate
-
-        cache[label] = evaluate(emb, label_key=label, temperature=model["model"].temperature)
-    return cache[label]
-
-
 with st.container(border=True):
     h1, h2 = st.columns([3, 1.3], vertical_alignment="center")
     h1.markdown("**Embedding quality**")
@@ -231,19 +161,12 @@ with st.container(border=True):
     if joint.n <= 40_000 or ss.get(f"metrics_go_{metric_label}"):
         with st.spinner("Scoring the embedding…"):
             try:
-                res = _metrics(metric_label)
+                res = explore.embedding_metrics(joint, metric_label, temperature=model["model"].temperature)
             except ScclipError as err:
                 common.show_error(err, "Metrics")
                 res = None
         if res is not None:
-            shown_metrics = [
-                ("mixing_entropy", "Modality mixing", "Entropy of RNA/ATAC among each cell's 30 neighbours (log2): 1 = perfectly mixed, 0 = separate.", False),
-                ("asw_cell_type", "Cell-type ASW", "Silhouette of cell types in the joint space, rescaled to 0..1 (higher = types better separated).", False),
-                ("label_transfer_accuracy", "Label transfer acc.", "RNA -> ATAC kNN label transfer accuracy (k = 15).", False),
-                ("foscttm", "FOSCTTM", "Fraction of cells closer than the true partner (paired data); 0 is perfect, 0.5 is random.", True),
-                ("top1", "Top-1 match", "Fraction of cells whose nearest cross-modal cell is their true partner.", False),
-                ("match_probability", "Match probability", "Mean softmax probability (T = 0.05) assigned to the true partner.", False),
-            ]  # fmt: skip
+            shown_metrics = explore.METRIC_PANEL
             cols = st.columns(len(shown_metrics))
             for col, (key, name, helptext, _lower) in zip(cols, shown_metrics, strict=True):
                 v = res.get(key)
@@ -283,11 +206,7 @@ else:
     tcol, hcol = st.columns([1.35, 1], gap="medium")
     with tcol:
         st.markdown(f"**Top {len(table)} {other} partners** of `{bc}`")
-        show = table.drop(columns=["cell_index", "modality"]).copy()
-        show["similarity"] = show["similarity"].map(lambda x: f"{x:.3f}")
-        if "true partner" in show:
-            show["true partner"] = show["true partner"].map({True: "✓ same cell", False: ""})
-        st.table(show.set_index("rank"))
+        st.table(explore.partners_display(table))
         st.download_button(
             "Download these matches (CSV)",
             table.assign(query_barcode=bc, query_modality=mod).to_csv(index=False).encode(),
@@ -309,17 +228,9 @@ else:
                 f"{(rank - 1) / max(n_other - 1, 1):.1%}",
                 help="This cell's FOSCTTM.",
             )
-        hist = go.Figure(go.Histogram(x=sims, nbinsx=60, marker_color="#9bb7d4", name=f"all {other} cells"))
         kth = float(table["similarity"].min())
-        hist.add_vline(x=kth, line_dash="dash", line_color="#d4a000", line_width=2)
-        if rank is not None:
-            sp = float(sims[int(joint.partner[q]) - joint.other(q)[0]])
-            hist.add_vline(x=sp, line_color="#111", line_width=2)
-        hist.update_layout(
-            height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10}, plot_bgcolor="white", showlegend=False,
-            title={"text": f"Similarity of {bc} to every {other} cell", "font": {"size": 13}},
-            xaxis_title="cosine similarity", yaxis_title="cells", bargap=0.02,
-        )  # fmt: skip
+        sp = float(sims[int(joint.partner[q]) - joint.other(q)[0]]) if rank is not None else None
+        hist = explore.similarity_histogram(sims, kth=kth, partner=sp, barcode=bc, other=other)
         st.plotly_chart(hist, key="sim_hist", config={"displaylogo": False})
         st.caption(
             f":orange[dashed line]: the {len(table)}th best match"
@@ -343,14 +254,7 @@ if group is not None and len(group):
         + f" · {len(partners):,} partners in the other modality (top {gk} each)."
     )
     cc1, cc2 = st.columns([1.4, 1])
-    bars = go.Figure()
-    for name, color in (("selected cells", "#7f8c8d"), ("their partners", "#e4572e")):
-        bars.add_trace(go.Bar(x=comp.index.astype(str), y=comp[name], name=name, marker_color=color))
-    bars.update_layout(
-        barmode="group", height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10}, plot_bgcolor="white",
-        yaxis={"title": "fraction", "tickformat": ".0%"}, legend={"orientation": "h", "y": 1.12},
-        title={"text": f"{comp_label} of the group and of where its partners land", "font": {"size": 13}},
-    )  # fmt: skip
+    bars = explore.composition_figure(comp, comp_label)
     cc1.plotly_chart(bars, key="comp_bars", config={"displaylogo": False})
     cc2.dataframe(comp.style.format("{:.1%}"), height=320)
 
@@ -388,15 +292,7 @@ with t1:
         if src and a4.button("Transfer labels", type="primary", key="tl_go"):
             try:
                 res = explore.transfer(joint, tl, source=src, k=int(tk))
-                joint.info["transfer"] = {"label": tl, "source": src, "table": res}
-                name = f"transferred {tl}"
-                col = obs[tl].astype(object).copy()
-                col.iloc[res["cell_index"].to_numpy()] = res["transferred"].to_numpy()
-                obs[name] = pd.Categorical(col)
-                conf = np.ones(joint.n)
-                conf[res["cell_index"].to_numpy()] = res["confidence"].to_numpy()
-                obs["transfer confidence"] = conf
-                joint.info.pop("hover", None)
+                explore.store_transfer(joint, tl, src, res)
                 st.rerun()  # the new columns appear in the colour menu above
             except ScclipError as err:
                 common.show_error(err, "Label transfer")
@@ -451,17 +347,6 @@ dl1.download_button("Embeddings (.h5mu)", lambda: explore.h5mu_bytes(emb, joint)
                     help="obsm['X_scclip'] (and the raw embedding) plus obsm['X_umap'] per modality.")  # fmt: skip
 dl2.download_button("UMAP coordinates (.csv)", lambda: explore.umap_csv(joint), file_name="scclip_umap.csv",
                     mime="text/csv", icon=":material/download:", key="dl_umap")  # fmt: skip
-
-
-def _all_matches() -> bytes:
-    from scclip.match import match_table
-
-    b = obs["barcode"].to_numpy()
-    df = match_table(joint.Z[: joint.n_rna], joint.Z[joint.n_rna :], rna_names=b[: joint.n_rna],
-                     atac_names=b[joint.n_rna :], k=10, paired=False)  # fmt: skip
-    return df.to_csv(index=False).encode()
-
-
-dl3.download_button("Top-10 matches of every cell (.csv)", _all_matches, file_name="scclip_matches.csv",
+dl3.download_button("Top-10 matches of every cell (.csv)", lambda: explore.matches_csv(joint), file_name="scclip_matches.csv",
                     mime="text/csv", icon=":material/download:", key="dl_matches")  # fmt: skip
 st.caption("Figures: use the camera icon in each plot's toolbar to save a PNG.")

@@ -197,9 +197,6 @@ def train(
         or an ``.h5mu`` path always go this way, default 10,000): the raw file is never loaded whole, only the
         matrices on the model's features (compact, sparse) are in memory. Same seed, same model as in memory.
     """
-    from scclip.io import paired_cells, pairing_report
-    from scclip.metrics import foscttm, topk_accuracy
-
     t_start = time.perf_counter()
     if isinstance(model_config, ModelConfig):
         mcfg = model_config
@@ -208,46 +205,24 @@ def train(
     tcfg = (
         train_config if isinstance(train_config, TrainConfig) else TrainConfig.from_dict(train_config or {})
     )
-    from scclip.io import check_modality_data
-
+    split_kwargs = dict(
+        holdout_key=holdout_key,
+        holdout=holdout,
+        val_key=val_key,
+        val_values=val_values,
+        val_size=val_size,
+        seed=tcfg.seed,
+    )
     cells = stream.check_chunk_size(chunk_size)
     mdata, opened = _open_input(mdata, chunk_size)
     try:
-        in_chunks = isinstance(mdata, stream.BackedData)
-        for m in ("rna", "atac"):
-            if m not in mdata.mod:
-                msg = f"training needs paired rna and atac; the data has only {list(mdata.mod)}"
-                raise ScclipError(msg)
-            (stream.check_chunkable if in_chunks else check_modality_data)(mdata[m], m)
-        pairing = pairing_report(mdata)
-        mdata = stream.paired_cells(mdata) if in_chunks else paired_cells(mdata)
-        fs, fs_report = build_feature_space(
-            mdata, feature_space, n_patches=mcfg.n_patches, genome=genome, within_chromosome=within_chromosome
+        pairing, fs, fs_report, split, counts = _training_counts(
+            mdata, feature_space, mcfg.n_patches, genome, within_chromosome, atac_method, cells, split_kwargs
         )
-        if atac_method not in ("binary", "tfidf"):
-            msg = f"atac_method must be 'binary' or 'tfidf', got {atac_method!r}"
-            raise ScclipError(msg)
-        prep = {"rna": {"method": "log1p", "target_sum": 1e4}, "atac": {"method": atac_method}}
-        obs = mdata["rna"].obs
-        split = split_cells(
-            obs,
-            holdout_key=holdout_key,
-            holdout=holdout,
-            val_key=val_key,
-            val_values=val_values,
-            val_size=val_size,
-            seed=tcfg.seed,
-        )
-        if in_chunks:
-            counts = {
-                m: chunked.map_all(mdata[m], fs[m], m, genome=genome, chunk_size=cells)
-                for m in ("rna", "atac")
-            }
-        else:
-            counts = {m: map_modality(mdata[m], fs[m], genome=genome) for m in ("rna", "atac")}
     finally:
         if opened is not None:
             opened.close()
+    prep = {"rna": {"method": "log1p", "target_sum": 1e4}, "atac": {"method": atac_method}}
     # idf from training cells only
     idf = tfidf_fit(counts["atac"][0][split["train"]]) if atac_method == "tfidf" else None
     torch.manual_seed(tcfg.seed)  # seeded initial weights: a fixed seed reproduces the run (and its resume)
@@ -282,6 +257,58 @@ def train(
             "atac": rep_atac,
             **({"build": fs_report} if fs_report else {}),
         },
+        **_run_summary(result, split, model, X_rna, X_atac, holdout_key, holdout, tcfg, mcfg),
+    }
+    summary["total_seconds"] = time.perf_counter() - t_start
+    model.summary = summary
+    model.net.to("cpu")
+    from scclip.distributed import is_main_process  # under torchrun only rank 0 writes the release folder
+
+    if is_main_process():
+        model.save_pretrained(Path(out_dir) / "model")
+    return model
+
+
+def _training_counts(
+    mdata, feature_space, n_patches, genome, within_chromosome, atac_method, chunk_cells, split_kwargs
+):
+    """The inputs of :func:`train`: check the paired data (MuData, or :class:`scclip.stream.BackedData` mapped
+    ``chunk_cells`` cells at a time), build the feature space, split the cells (``split_kwargs`` go to
+    :func:`split_cells`) and map both modalities onto the features.
+
+    Returns (pairing report, feature space, its build report, split, ``{modality: (counts, report)}``).
+    """
+    from scclip.io import check_modality_data, paired_cells, pairing_report
+
+    in_chunks = isinstance(mdata, stream.BackedData)
+    for m in ("rna", "atac"):
+        if m not in mdata.mod:
+            msg = f"training needs paired rna and atac; the data has only {list(mdata.mod)}"
+            raise ScclipError(msg)
+        (stream.check_chunkable if in_chunks else check_modality_data)(mdata[m], m)
+    pairing = pairing_report(mdata)
+    mdata = stream.paired_cells(mdata) if in_chunks else paired_cells(mdata)
+    fs, fs_report = build_feature_space(
+        mdata, feature_space, n_patches=n_patches, genome=genome, within_chromosome=within_chromosome
+    )
+    if atac_method not in ("binary", "tfidf"):
+        msg = f"atac_method must be 'binary' or 'tfidf', got {atac_method!r}"
+        raise ScclipError(msg)
+    split = split_cells(mdata["rna"].obs, **split_kwargs)
+    if in_chunks:
+        counts = {
+            m: chunked.map_all(mdata[m], fs[m], m, genome=genome, chunk_size=chunk_cells)
+            for m in ("rna", "atac")
+        }
+    else:
+        counts = {m: map_modality(mdata[m], fs[m], genome=genome) for m in ("rna", "atac")}
+    return pairing, fs, fs_report, split, counts
+
+
+def _run_summary(result, split, model, X_rna, X_atac, holdout_key, holdout, tcfg, mcfg) -> dict:
+    """The part of ``model.summary`` on the split, the configurations and the :func:`fit` run, and with more
+    than one held-out cell, their FOSCTTM and top-1 matching (``holdout_metrics``)."""
+    out = {
         "n_train_cells": len(split["train"]),
         "n_val_cells": len(split["val"]),
         "n_holdout_cells": len(split["holdout"]),
@@ -301,22 +328,17 @@ def train(
         },
     }
     if len(split["holdout"]) > 1:
+        from scclip.metrics import foscttm, topk_accuracy
+
         h = split["holdout"]
         zr = encode_csr(model.net, "rna", X_rna[h])
         za = encode_csr(model.net, "atac", X_atac[h])
-        summary["holdout_metrics"] = {
+        out["holdout_metrics"] = {
             "n_cells": len(h),
             "foscttm": float(foscttm(zr, za)["mean"]),
             "top1": float(topk_accuracy(zr, za, k=1)["mean"]),
         }
-    summary["total_seconds"] = time.perf_counter() - t_start
-    model.summary = summary
-    model.net.to("cpu")
-    from scclip.distributed import is_main_process  # under torchrun only rank 0 writes the release folder
-
-    if is_main_process():
-        model.save_pretrained(Path(out_dir) / "model")
-    return model
+    return out
 
 
 def _as_mudata(data) -> md.MuData:

@@ -63,6 +63,17 @@ def test_explore_default_embeds_and_scores(app_env):
     assert at.selectbox(key="color_by").value == "cell_type"
 
 
+def test_group_summary_and_one_to_one_matching(app_env):
+    at = _app().run()
+    at.session_state["group_cells"] = np.arange(20)
+    at.run()
+    _ok(at)
+    assert "#### Selected group: 20 cells" in _text(at)
+    at.button(key="o2o_go").click().run()
+    _ok(at)
+    assert {m.label: m.value for m in at.metric}["Pairs"] == "300"
+
+
 @pytest.mark.parametrize("page", ["model", "data", "zero_shot", "train"])
 def test_every_page_renders(app_env, page):
     at = _app().run()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -67,6 +69,22 @@ def test_box_and_lasso_cover_all_cells_not_only_drawn():
     assert explore.selection_to_cells(box, coords, mask=mask).tolist() == [1, 4]
     tri = {"lasso": [{"x": [-0.5, 3.5, -0.5], "y": [0.0, 4.0, 4.0]}]}  # above the line y = x + 0.5
     assert explore.selection_to_cells(tri, coords).tolist() == [4]
+
+
+def test_selection_events_set_the_query_cell_or_the_group_once():
+    coords = np.array([[0, 0], [1, 1], [2, 2], [3, 3], [0.5, 2.5]], dtype=np.float32)
+    joint = SimpleNamespace(n=5, umap=coords)
+    state = {"umap_mod": {"selection": {"points": [{"customdata": 3}], "box": [], "lasso": []}}}
+    explore.apply_selection_events(state, joint)
+    assert state["query_cell"] == 3 and "group_cells" not in state
+    state["query_cell"] = None
+    explore.apply_selection_events(state, joint)  # the same selection again: handled already
+    assert state["query_cell"] is None
+    state["umap_col"] = {"selection": {"points": [], "box": [{"x": [2.5, 0.5], "y": [0.5, 2.5]}], "lasso": []}}
+    state["_visible_mask"] = np.array([True, True, False, True, True])
+    explore.apply_selection_events(state, joint)
+    assert state["group_cells"].tolist() == [1, 4]
+    assert state["sel_sig_umap_col"] == explore.selection_signature(state["umap_col"])
 
 
 def test_points_in_polygon_square_and_concave():
@@ -137,6 +155,24 @@ def test_find_group_composition_and_transfer(joint):
     assert res["confidence"].between(0, 1).all() and "correct" in res
     o2o = explore.one_to_one_table(joint)
     assert len(o2o) == 300 and "true pair" in o2o
+
+
+def test_page_helpers_hover_transfer_tables_and_figures(joint):
+    j = replace(joint, obs=joint.obs.copy(), info=dict(joint.info))
+    assert explore.default_color_column(j.color_columns()) == "cell_type"
+    assert explore.hover_text(j, "cell_type")[0] == f"{j.obs['barcode'][0]} · RNA<br>cell_type: {j.obs['cell_type'][0]}"
+    res = explore.transfer(j, "cell_type", source="RNA", k=5)
+    explore.store_transfer(j, "cell_type", "RNA", res)
+    assert "hover" not in j.info and j.info["transfer"]["table"] is res
+    assert (j.obs["transfer confidence"][:300] == 1).all() and "transferred cell_type" in j.obs
+    shown = explore.partners_display(explore.partners_table(j, 0, k=3))
+    assert shown.index.name == "rank" and "cell_index" not in shown and shown["similarity"].map(type).eq(str).all()
+    assert explore.matches_csv(j, k=2).decode().count("\n") == 1 + 2 * j.n
+    sims = explore.similarities(j, 0)
+    hist = explore.similarity_histogram(sims, kth=0.5, partner=float(sims[0]), barcode="b", other="ATAC")
+    assert hist.data[0].type == "histogram" and len(hist.layout.shapes) == 2
+    comp = explore.composition(j, np.arange(10), explore.group_partners(j, np.arange(10), k=1), "cell_type")
+    assert [t.name for t in explore.composition_figure(comp, "cell_type").data] == ["selected cells", "their partners"]
 
 
 def test_figure_has_one_cell_trace_with_global_customdata(joint):

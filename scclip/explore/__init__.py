@@ -5,11 +5,13 @@
   (:mod:`~scclip.explore.cache`);
 * the joint cell table (RNA cells, then ATAC cells: one global index per cell) and its UMAP
   (:mod:`~scclip.explore.joint`);
-* plotly figures with one ``Scattergl`` trace whose ``customdata`` is the global cell index
-  (:mod:`~scclip.explore.figures`), and the mapping from a plotly selection event (click, box, lasso) back to
-  cells, computed for all cells on the server (:mod:`~scclip.explore.selection`);
+* plotly figures with one ``Scattergl`` trace whose ``customdata`` is the global cell index, hover texts, the
+  similarity histogram and group composition bars (:mod:`~scclip.explore.figures`), and the mapping from a
+  plotly selection event (click, box, lasso) back to cells, computed for all cells on the server
+  (:mod:`~scclip.explore.selection`);
 * cross-modal partners of a cell or a group, one-to-one matching and label transfer tables
   (:mod:`~scclip.explore.matches`), and downloads (:mod:`~scclip.explore.downloads`);
+* the embedding-quality panel: metrics shown and their cached values (:mod:`~scclip.explore.quality`);
 * reading uploads (:mod:`~scclip.explore.uploads`) and a safety check for zipped model folders
   (:mod:`~scclip.explore.model_zip`);
 * a background training runner (a subprocess running :func:`scclip.train` that writes ``progress.json``;
@@ -46,22 +48,38 @@ from scclip.explore.constants import (
     SNARE_TEST_LIBRARIES,
 )
 from scclip.explore.demos import Demo, default_choice, list_demos, load_demo, synthetic_cells
-from scclip.explore.downloads import h5mu_bytes, umap_csv
-from scclip.explore.figures import category_colors, draw_indices, is_categorical, umap_figure
-from scclip.explore.joint import Joint, joint_from_embedded
+from scclip.explore.downloads import h5mu_bytes, matches_csv, umap_csv
+from scclip.explore.figures import (
+    category_colors,
+    composition_figure,
+    draw_indices,
+    hover_text,
+    is_categorical,
+    similarity_histogram,
+    umap_figure,
+)
+from scclip.explore.joint import Joint, default_color_column, joint_from_embedded
 from scclip.explore.locations import cache_dir, data_dir, device_description, runs_dir
 from scclip.explore.matches import (
     composition,
     group_partners,
     label_columns,
     one_to_one_table,
+    partners_display,
     partners_table,
     similarities,
+    store_transfer,
     transfer,
     true_partner_rank,
 )
 from scclip.explore.model_zip import safe_extract_model_zip
-from scclip.explore.selection import points_in_polygon, selection_to_cells
+from scclip.explore.quality import METRIC_PANEL, embedding_metrics
+from scclip.explore.selection import (
+    apply_selection_events,
+    points_in_polygon,
+    selection_signature,
+    selection_to_cells,
+)
 from scclip.explore.training_runner import (
     CPU_CELLS_PER_SECOND,
     GPU_SPEEDUP,
@@ -86,6 +104,7 @@ __all__ = [
     "EMBED_KEY",
     "GPU_SPEEDUP",
     "MAX_DRAWN",
+    "METRIC_PANEL",
     "MISSING_COLOR",
     "MODALITY_COLORS",
     "MODALITY_LABELS",
@@ -98,19 +117,24 @@ __all__ = [
     "UPLOAD_SUFFIXES",
     "Demo",
     "Joint",
+    "apply_selection_events",
     "cache_dir",
     "category_colors",
     "composition",
+    "composition_figure",
     "compute_umap",
     "data_dir",
     "dataset_fingerprint",
     "default_choice",
+    "default_color_column",
     "device_description",
     "draw_indices",
     "embed_cached",
+    "embedding_metrics",
     "estimate_train_seconds",
     "group_partners",
     "h5mu_bytes",
+    "hover_text",
     "is_categorical",
     "joint_from_embedded",
     "label_columns",
@@ -118,11 +142,13 @@ __all__ = [
     "list_runs",
     "load_demo",
     "load_reference",
+    "matches_csv",
     "max_upload_bytes",
     "model_fingerprint",
     "nearest_centroid",
     "one_to_one_table",
     "parse_centroids",
+    "partners_display",
     "partners_table",
     "points_in_polygon",
     "read_files",
@@ -131,10 +157,13 @@ __all__ = [
     "reference_file",
     "runs_dir",
     "safe_extract_model_zip",
+    "selection_signature",
     "selection_to_cells",
     "similarities",
+    "similarity_histogram",
     "start_training",
     "stop_training",
+    "store_transfer",
     "synthetic_cells",
     "transfer",
     "true_partner_rank",

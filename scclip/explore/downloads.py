@@ -1,4 +1,5 @@
-"""Downloads of an embedding: UMAP coordinates as CSV and the embedded MuData as ``.h5mu`` bytes."""
+"""Downloads of an embedding: UMAP coordinates and every cell's top matches as CSV, and the embedded MuData
+as ``.h5mu`` bytes."""
 
 from __future__ import annotations
 
@@ -16,6 +17,16 @@ def umap_csv(joint: Joint) -> bytes:
     if joint.umap is not None:
         df.insert(2, "umap_1", joint.umap[:, 0])
         df.insert(3, "umap_2", joint.umap[:, 1])
+    return df.to_csv(index=False).encode()
+
+
+def matches_csv(joint: Joint, k: int = 10) -> bytes:
+    """The top-``k`` cross-modal matches of every cell (:func:`scclip.match.match_table`) as CSV."""
+    from scclip.match import match_table
+
+    b = joint.obs["barcode"].to_numpy()
+    df = match_table(joint.Z[: joint.n_rna], joint.Z[joint.n_rna :], rna_names=b[: joint.n_rna],
+                     atac_names=b[joint.n_rna :], k=k, paired=False)  # fmt: skip
     return df.to_csv(index=False).encode()
 
 

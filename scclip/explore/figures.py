@@ -1,5 +1,6 @@
 """Plotly UMAP figures: one ``Scattergl`` trace whose ``customdata`` is the global cell index, category
-colours and the subset of cells drawn."""
+colours, hover texts and the subset of cells drawn; the Explore page's similarity histogram and group
+composition bars."""
 
 from __future__ import annotations
 
@@ -183,3 +184,63 @@ def umap_figure(
         uirevision="umap",
     )  # fmt: skip
     return fig
+
+
+def hover_text(joint, col: str) -> np.ndarray:
+    """Hover text per cell: ``barcode · modality``, plus ``col``'s value unless ``col`` is ``"modality"``.
+
+    Cached in ``joint.info["hover"]`` (drop that key when obs columns change).
+    """
+    cache = joint.info.setdefault("hover", {})
+    if col not in cache:
+        cache[col] = _hover(joint.obs, col)
+    return cache[col]
+
+
+def _hover(obs: pd.DataFrame, col: str) -> np.ndarray:
+    hover_base = obs["barcode"].astype(str) + " · " + obs["modality"].astype(str)
+    if col == "modality":
+        return hover_base.to_numpy()
+    v = obs[col]
+    txt = (
+        v.map(lambda x: f"{x:.3g}" if isinstance(x, float) else str(x))
+        if not is_categorical(v)
+        else v.astype(str)
+    )
+    return (hover_base + f"<br>{col}: " + txt.astype(str)).to_numpy()
+
+
+def similarity_histogram(sims: np.ndarray, *, kth: float, partner: float | None, barcode: str, other: str):
+    """Histogram of one cell's similarity to every cell of the ``other`` modality.
+
+    A dashed line marks ``kth`` (the k-th best match), a black line ``partner`` (the true partner's
+    similarity, paired data only).
+    """
+    import plotly.graph_objects as go
+
+    hist = go.Figure(go.Histogram(x=sims, nbinsx=60, marker_color="#9bb7d4", name=f"all {other} cells"))
+    hist.add_vline(x=kth, line_dash="dash", line_color="#d4a000", line_width=2)
+    if partner is not None:
+        hist.add_vline(x=partner, line_color="#111", line_width=2)
+    hist.update_layout(
+        height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10}, plot_bgcolor="white", showlegend=False,
+        title={"text": f"Similarity of {barcode} to every {other} cell", "font": {"size": 13}},
+        xaxis_title="cosine similarity", yaxis_title="cells", bargap=0.02,
+    )  # fmt: skip
+    return hist
+
+
+def composition_figure(comp: pd.DataFrame, label: str):
+    """Grouped bars of a :func:`~scclip.explore.matches.composition` table: ``label`` of the selected cells
+    and of their partners."""
+    import plotly.graph_objects as go
+
+    bars = go.Figure()
+    for name, color in (("selected cells", "#7f8c8d"), ("their partners", "#e4572e")):
+        bars.add_trace(go.Bar(x=comp.index.astype(str), y=comp[name], name=name, marker_color=color))
+    bars.update_layout(
+        barmode="group", height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10}, plot_bgcolor="white",
+        yaxis={"title": "fraction", "tickformat": ".0%"}, legend={"orientation": "h", "y": 1.12},
+        title={"text": f"{label} of the group and of where its partners land", "font": {"size": 13}},
+    )  # fmt: skip
+    return bars

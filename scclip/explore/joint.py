@@ -61,6 +61,13 @@ class Joint:
         return np.flatnonzero(hit)
 
 
+def default_color_column(columns: list[str]) -> str:
+    """The colouring offered first: a cell-type-like column (``cell_type``, ``celltype``, ``cell type``,
+    ``leiden``, ``louvain``), else the first column other than ``modality``, else ``modality``."""
+    col = next((c for c in ("cell_type", "celltype", "cell type", "leiden", "louvain") if c in columns), None)
+    return col or next((c for c in columns if c != "modality"), "modality")
+
+
 def joint_from_embedded(emb: md.MuData, *, key: str = EMBED_KEY) -> Joint:
     """The :class:`Joint` table of an embedded MuData (both modalities needed)."""
     missing = [m for m in ("rna", "atac") if m not in emb.mod]

@@ -139,3 +139,30 @@ def one_to_one_table(joint: Joint, *, method: str = "auto") -> pd.DataFrame:
             joint.partner[df["rna_index"].to_numpy()] == joint.n_rna + df["atac_index"].to_numpy()
         )
     return df
+
+
+def partners_display(table: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`partners_table` for display: indexed by rank, without the index columns, similarity as text
+    and the true partner marked."""
+    show = table.drop(columns=["cell_index", "modality"]).copy()
+    show["similarity"] = show["similarity"].map(lambda x: f"{x:.3f}")
+    if "true partner" in show:
+        show["true partner"] = show["true partner"].map({True: "✓ same cell", False: ""})
+    return show.set_index("rank")
+
+
+def store_transfer(joint: Joint, label: str, source: str, table: pd.DataFrame) -> None:
+    """Keep a :func:`transfer` result on the joint view.
+
+    Sets ``joint.info["transfer"]`` and the obs columns ``transferred <label>`` (the other cells keep their
+    own label) and ``transfer confidence`` (1 for the other cells), and drops the cached hover texts.
+    """
+    joint.info["transfer"] = {"label": label, "source": source, "table": table}
+    obs = joint.obs
+    col = obs[label].astype(object).copy()
+    col.iloc[table["cell_index"].to_numpy()] = table["transferred"].to_numpy()
+    obs[f"transferred {label}"] = pd.Categorical(col)
+    conf = np.ones(joint.n)
+    conf[table["cell_index"].to_numpy()] = table["confidence"].to_numpy()
+    obs["transfer confidence"] = conf
+    joint.info.pop("hover", None)
