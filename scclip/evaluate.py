@@ -12,6 +12,8 @@ from scclip.errors import ScclipError
 
 #: Temperature of the NeurIPS 2021 match-probability score reported for every model.
 MATCH_TEMPERATURE = 0.05
+#: Metrics that need cell-type labels.
+LABEL_METRICS = ("asw_cell_type", "asw_cell_type_rna", "asw_cell_type_atac", "label_transfer_accuracy")
 
 
 def _float(x) -> float | None:
@@ -86,6 +88,8 @@ def evaluate_embeddings(
         "top5": None,
         "match_probability": None,
         "asw_cell_type": None,
+        "asw_cell_type_rna": None,
+        "asw_cell_type_atac": None,
         "mixing_entropy": None,
         "label_transfer_accuracy": None,
         "directions": {},
@@ -122,7 +126,7 @@ def evaluate_embeddings(
         why["mixing_entropy"] = str(err)
 
     if rna_labels is None or atac_labels is None:
-        for name in ("asw_cell_type", "label_transfer_accuracy"):
+        for name in LABEL_METRICS:
             why.setdefault(
                 name, "no cell-type labels (pass label_key= naming an obs column present in both modalities)"
             )
@@ -135,6 +139,13 @@ def evaluate_embeddings(
             res["asw_cell_type"] = _float(metrics.celltype_asw(emb, lab))
         except ScclipError as err:
             why["asw_cell_type"] = str(err)
+        # within one modality's cells: blind to the distance between the modalities (a modality gap also moves
+        # the ASW over both, see docs/modality_gap.md)
+        for name, x, x_lab in (("rna", rna, rna_labels), ("atac", atac, atac_labels)):
+            try:
+                res[f"asw_cell_type_{name}"] = _float(metrics.celltype_asw(x.numpy(), x_lab))
+            except ScclipError as err:
+                why[f"asw_cell_type_{name}"] = str(err)
         try:
             acc = metrics.label_transfer_accuracy(
                 rna, rna_labels, atac, atac_labels, k=15, chunk_size=chunk_size
@@ -173,11 +184,12 @@ def evaluate(
     Returns
     -------
     JSON-safe dict: ``foscttm``, ``top1``, ``top5`` (means of both directions), ``match_probability`` (at
-    T = 0.05), ``match_probability_learned_T`` (when ``temperature`` is given), ``asw_cell_type``,
-    ``mixing_entropy`` (log2, 1 = perfect), ``label_transfer_accuracy`` (RNA -> ATAC, k = 15), ``directions``
+    T = 0.05), ``match_probability_learned_T`` (when ``temperature`` is given), ``asw_cell_type`` (over both
+    modalities' cells), ``asw_cell_type_rna`` / ``asw_cell_type_atac`` (within one modality's cells: blind to a
+    modality gap, which also moves ``asw_cell_type``), ``mixing_entropy`` (log2, 1 = perfect), ``label_transfer_accuracy`` (RNA -> ATAC, k = 15), ``directions``
     (per-direction values of the paired metrics), ``n_cells`` (``{"rna", "atac", "paired"}``) and ``reasons``
-    (metric -> why it is ``None``), and ``raw`` (FOSCTTM, top-1/5 and mixing of ``obsm[key + '_raw']``, the
-    embedding before the modality-gap correction, when present). Pairing metrics need both modalities to hold the same set of obs_names (any
+    (metric -> why it is ``None``), and ``raw`` (FOSCTTM, top-1/5, mixing and the label metrics of
+    ``obsm[key + '_raw']``, the embedding before the modality-gap correction, when present). Pairing metrics need both modalities to hold the same set of obs_names (any
     order; they are aligned by name); label metrics need ``label_key``.
     """
     rna_ad, atac_ad = _modality(mdata, "rna"), _modality(mdata, "atac")
@@ -192,7 +204,7 @@ def evaluate(
         if rna_lab is None or atac_lab is None:
             where = "mdata['rna'].obs" if rna_lab is None else "mdata['atac'].obs"
             why = f"label_key '{label_key}' is not a column of {where} or mdata.obs"
-            reasons = {"asw_cell_type": why, "label_transfer_accuracy": why}
+            reasons = dict.fromkeys(LABEL_METRICS, why)
             rna_lab = atac_lab = None
     if order is not None:
         atac_emb = atac_emb[order]
@@ -221,8 +233,14 @@ def evaluate(
         if order is not None:
             raw_a = raw_a[order]
         raw = evaluate_embeddings(
-            raw_r, raw_a, paired=order is not None, k_mixing=k_mixing, chunk_size=chunk_size
+            raw_r,
+            raw_a,
+            paired=order is not None,
+            rna_labels=rna_lab,
+            atac_labels=atac_lab,
+            k_mixing=k_mixing,
+            chunk_size=chunk_size,
         )
-        res["raw"] = {k: raw[k] for k in ("foscttm", "top1", "top5", "mixing_entropy")}
+        res["raw"] = {k: raw[k] for k in ("foscttm", "top1", "top5", "mixing_entropy", *LABEL_METRICS)}
         res["raw"]["key"] = raw_key
     return res

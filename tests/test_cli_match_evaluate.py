@@ -37,6 +37,11 @@ def test_evaluate_prints_the_documented_json(embedded, capsys):
     assert out["raw"]["key"] == "X_scclip_raw"
     assert out["raw"]["mixing_entropy"] < out["mixing_entropy"]
     assert out["raw"]["foscttm"] != out["foscttm"]
+    # label metrics of both, incl. the gap-blind per-modality ASW (the RNA cells' own raw embedding is not the
+    # joint one, so the values differ)
+    for key in ("asw_cell_type", "asw_cell_type_rna", "asw_cell_type_atac", "label_transfer_accuracy"):
+        assert 0.0 <= out[key] <= 1.0 and 0.0 <= out["raw"][key] <= 1.0
+    assert out["raw"]["asw_cell_type_rna"] != out["asw_cell_type_rna"]
 
 
 def test_evaluate_without_labels_says_why(embedded, capsys):

@@ -252,6 +252,26 @@ def test_evaluate_aligns_by_name_and_is_json_safe(pair):
     assert res["reasons"] == {}
 
 
+def test_per_modality_asw_is_blind_to_a_modality_gap():
+    # Three overlapping types. A modality gap is made by rotating the ATAC cells out of the RNA cells' subspace:
+    # a' = [a cos t, a sin t], r' = [r, 0], so every cosine within a modality is unchanged and every cosine across
+    # modalities is scaled by cos t. The ASW over both modalities moves; the ASW within each modality must not.
+    rng = np.random.default_rng(4)
+    lab = np.repeat(["a", "b", "c"], 40)
+    centres = rng.normal(size=(3, 6))
+    r = centres[np.repeat([0, 1, 2], 40)] + rng.normal(size=(120, 6)) * 1.2
+    a = r + rng.normal(size=r.shape) * 0.5
+    r2 = np.hstack([r, np.zeros_like(r)])
+    res = {}
+    for t in (0.0, 1.2):
+        a2 = np.hstack([a * np.cos(t), a * np.sin(t)])
+        res[t] = evaluate_embeddings(r2, a2, rna_labels=lab, atac_labels=lab)
+    for m in ("rna", "atac"):
+        assert res[1.2][f"asw_cell_type_{m}"] == pytest.approx(res[0.0][f"asw_cell_type_{m}"])
+    assert abs(res[1.2]["asw_cell_type"] - res[0.0]["asw_cell_type"]) > 0.02
+    assert res[0.0]["asw_cell_type_atac"] == pytest.approx(M.celltype_asw(a, lab))
+
+
 def test_evaluate_explains_missing_metrics(pair):
     r, a = pair
     m = _mdata(r, a, np.zeros(len(r)))

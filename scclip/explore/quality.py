@@ -8,7 +8,7 @@ from scclip.explore.joint import Joint
 #: (metric key, label, help text, lower is better) of the tiles in the quality panel, left to right.
 METRIC_PANEL = [
     ("mixing_entropy", "Modality mixing", "Entropy of RNA/ATAC among each cell's 30 neighbours (log2): 1 = perfectly mixed, 0 = separate.", False),
-    ("asw_cell_type", "Cell-type ASW", "Silhouette of cell types in the joint space, rescaled to 0..1 (higher = types better separated).", False),
+    ("asw_cell_type", "Cell-type ASW", "Silhouette of cell types over both modalities in the joint space, rescaled to 0..1 (higher = types better separated). A gap between the modalities also moves it; scclip evaluate also reports it within each modality (asw_cell_type_rna / _atac).", False),
     ("label_transfer_accuracy", "Label transfer acc.", "RNA -> ATAC kNN label transfer accuracy (k = 15).", False),
     ("foscttm", "FOSCTTM", "Fraction of cells closer than the true partner (paired data); 0 is perfect, 0.5 is random.", True),
     ("top1", "Top-1 match", "Fraction of cells whose nearest cross-modal cell is their true partner.", False),
