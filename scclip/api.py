@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import anndata as ad
@@ -18,6 +19,7 @@ from scclip.errors import ScclipError
 from scclip.features import FeatureSpace, make_feature_space, restrict_to_observed
 from scclip.model import ModelConfig, get_preset
 from scclip.model.init import svd_init_
+from scclip.model.structure import resolve_structure_weight
 from scclip.preprocess import prepare_atac, prepare_rna, tfidf_fit
 from scclip.pretrained import ScclipModel, load_pretrained
 from scclip.training import TrainConfig, encode_csr, fit, resolve_device
@@ -205,6 +207,8 @@ def train(
     tcfg = (
         train_config if isinstance(train_config, TrainConfig) else TrainConfig.from_dict(train_config or {})
     )
+    # recorded resolved in the summary and checkpoints (None = automatic, see TrainConfig)
+    tcfg = replace(tcfg, structure_weight=resolve_structure_weight(tcfg.structure_weight, mcfg))
     split_kwargs = dict(
         holdout_key=holdout_key,
         holdout=holdout,

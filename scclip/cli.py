@@ -76,6 +76,8 @@ def cmd_train(args) -> int:
             activation_checkpointing=args.activation_checkpointing or None,
             compile=args.compile or None,
             ema_decay=args.ema_decay,
+            structure_weight=args.structure_weight,
+            intra_negatives=args.intra_negatives,
         ).items()
         if v is not None
     }

@@ -67,6 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="per-step moving average of the weights, validated and released (default 0.98; 0 = off)",
     )
+    t.add_argument(
+        "--structure-weight",
+        type=float,
+        default=None,
+        help="weight of the within-modality structure term (similarities kept close to PCA / LSI; default 1; "
+        "0 = plain CLIP)",
+    )
+    t.add_argument(
+        "--intra-negatives",
+        type=float,
+        default=None,
+        help="weight of same-modality negatives in the CLIP loss (a training-time gap fix; default 0)",
+    )
     t.add_argument("--compile", action="store_true", help="torch.compile the encoders (GPU; slower to start)")
     t.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = cuda when present"

@@ -19,7 +19,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from scclip.distributed import (
 from scclip.errors import ScclipError
 from scclip.model import ClipLoss, ScCLIP
 from scclip.model.patch import SparseBatch
+from scclip.model.structure import resolve_structure_weight, structure_term
 
 
 @dataclass
@@ -52,7 +53,10 @@ class TrainConfig:
     ``auto`` = bf16 autocast on CUDA and fp32 on CPU; ``bf16`` or ``fp32`` force it (CPU bf16 autocast pays
     off on CPUs with native bf16 instructions). ``intra_negatives``: weight of same-modality negatives in the
     CLIP loss (see :class:`~scclip.model.clip.ClipLoss`). ``ema_decay`` > 0 keeps an exponential moving average
-    of the weights (per step) that is validated, checkpointed as ``best`` and released.
+    of the weights (per step) that is validated, checkpointed as ``best`` and released. ``structure_weight``
+    > 0 adds the within-modality structure term of :mod:`scclip.model.structure` (similarities kept close to
+    the cells' PCA / LSI coordinates, softmax temperature ``structure_temperature``; needs the SVD-initialised
+    per-feature embedding); ``None`` (default) = 1.0 for such a model (the default preset) and 0 otherwise.
     """
 
     epochs: int = 20
@@ -64,6 +68,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 8
     intra_negatives: float = 0.0
+    structure_weight: float | None = None
+    structure_temperature: float = 0.1
     ema_decay: float = 0.98
     seed: int = 0
     device: str = "auto"
@@ -74,6 +80,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "bf16", "fp32"):
             msg = f"precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}"
+            raise ScclipError(msg)
+        if self.structure_weight is not None and not self.structure_weight >= 0:
+            msg = f"structure_weight must be >= 0 (0 = off; None = automatic), got {self.structure_weight!r}"
+            raise ScclipError(msg)
+        if not self.intra_negatives >= 0:
+            msg = f"intra_negatives must be >= 0 (0 = plain CLIP), got {self.intra_negatives!r}"
+            raise ScclipError(msg)
+        if not self.structure_temperature > 0:
+            msg = f"structure_temperature must be > 0, got {self.structure_temperature!r}"
             raise ScclipError(msg)
 
     @property
@@ -129,6 +144,27 @@ def encode_csr(
             out[lo : lo + batch_size] = model.encode(modality, batch).float().cpu().numpy()
     model.train(was_training)
     return out
+
+
+#: Training settings that define the objective, with the value a checkpoint that predates the setting ran with.
+OBJECTIVE_SETTINGS = {"intra_negatives": 0.0, "structure_weight": 0.0, "structure_temperature": 0.1}
+
+
+def _check_same_objective(saved: dict, cfg: TrainConfig) -> None:
+    """A resumed run must optimise the loss it started with (a changed default must not switch it mid-run)."""
+    for name, before in OBJECTIVE_SETTINGS.items():
+        was, now = float(saved.get(name, before)), float(getattr(cfg, name))
+        if was != now:
+            cli = (
+                f" (scclip train --{name.replace('_', '-')} {was:g})"
+                if name != "structure_temperature"
+                else ""
+            )
+            msg = (
+                f"this run was trained with {name}={was:g} but the resumed run asks for {now:g}; resume with "
+                f"{name}={was:g}{cli} or start a new run folder"
+            )
+            raise ScclipError(msg)
 
 
 def validate(model: ScCLIP, X_rna, X_atac, *, batch_size: int = 1024, bf16: bool | None = None) -> dict:
@@ -233,6 +269,7 @@ def fit(
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, cfg.epochs * steps_per_epoch))
     loss_fn = ClipLoss(intra_negatives=cfg.intra_negatives)
+    cfg = replace(cfg, structure_weight=resolve_structure_weight(cfg.structure_weight, model.cfg))
     state = {
         "epoch": 0,
         "step": 0,
@@ -251,6 +288,7 @@ def fit(
             load_checkpoint(ckpt_dir / "last_ema", model=model)
             ema.copy_from(model)
         meta = load_checkpoint(ckpt_dir / "last", model=model, optimizer=optimizer)
+        _check_same_objective(meta.get("train_config", {}), cfg)
         state.update(meta["state"])
         scheduler.last_epoch = state["step"]
     if world > 1:  # different feature-dropout draws per rank (a resume restored rank 0's RNG everywhere)
@@ -272,6 +310,11 @@ def fit(
             with autocast(device, bf16=cfg.bf16):
                 zr, za, scale = step_model(rna, atac)
                 loss = loss_fn(zr, za, scale)
+            if cfg.structure_weight > 0:  # in fp32, outside autocast: small (B, B) matrices
+                parts = {"rna": (rna, zr), "atac": (atac, za)}
+                loss = loss + cfg.structure_weight * structure_term(
+                    model, parts, temperature=cfg.structure_temperature
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -343,18 +343,26 @@ def test_console_script_error_in_a_real_process(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("scclip embed: error: no scCLIP model at")
 
 
-def test_train_precision_and_memory_flags_reach_the_config(files):
+def test_train_precision_and_memory_flags_reach_the_config(files, run):
     out = files["d"] / "run_flags"
     rc, _, stderr = cli("train", "--data", files["x"], "--out", out, *train_args(), "--precision", "bf16",
-                        "--activation-checkpointing", "--ema-decay", "0.9")
+                        "--activation-checkpointing", "--ema-decay", "0.9", "--structure-weight", "0.5",
+                        "--intra-negatives", "0.05")
     assert rc == 0, stderr
     summary = json.loads((out / "model" / "summary.json").read_text())
+    assert summary["train_config"]["structure_weight"] == 0.5
+    assert summary["train_config"]["intra_negatives"] == 0.05
     assert summary["train_config"]["precision"] == "bf16"
     assert summary["train_config"]["activation_checkpointing"] is True
     assert summary["train_config"]["compile"] is False
     assert summary["train_config"]["ema_decay"] == 0.9
     rc, _, stderr = cli("train", "--data", files["x"], "--out", files["d"] / "x2", "--precision", "fp16")
     assert rc == 2 and "invalid choice" in stderr
+    # a run without the flag records the weight it resolved to (1 for the presets' SVD per-feature embedding)
+    default = json.loads((run["dir"] / "model" / "summary.json").read_text())
+    assert default["train_config"]["structure_weight"] == 1.0
+    rc, _, stderr = cli("train", "--data", files["x"], "--out", files["d"] / "x3", "--structure-weight", "-1")
+    assert rc == 1 and stderr.strip().splitlines()[-1].endswith("structure_weight must be >= 0 (0 = off; None = automatic), got -1.0")
 
 
 def test_train_chunk_size_reads_on_disk_and_trains_the_same_model(files):
