@@ -31,7 +31,9 @@ import scclip  # noqa: E402
 from scclip import baselines as B  # noqa: E402
 from scclip.gap import close_gap  # noqa: E402
 from scclip.metrics import celltype_asw, foscttm, label_transfer_accuracy, modality_mixing  # noqa: E402
-from scclip.model import get_preset  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from quality_variants import train_spec  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "chen2019_snareseq_dev.h5mu"
 
@@ -75,20 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         spec = json.loads(spec_text or "{}")
         for seed in (int(s) for s in a.seeds.split(",")):
             t0 = time.time()
-            mcfg = get_preset(spec.get("preset", "default"), **spec.get("model", {}))
-            tcfg = {"epochs": 20, "lr": 1e-3, "patience": 8, "seed": seed, **spec.get("train", {})}
             with tempfile.TemporaryDirectory() as tmp:
-                model = scclip.train(
-                    mdata,
-                    out_dir=Path(tmp) / "run",
-                    model_config=mcfg,
-                    train_config=tcfg,
-                    feature_space=spec.get("fs", "mm10"),
-                    atac_method=spec.get("atac", "tfidf"),
-                    holdout_key="batch",
-                    holdout=["09I", "09J"],
-                    val_size=1000,
-                )
+                model = train_spec(mdata, spec, Path(tmp) / "run", seed=seed)
             row = {"name": name, "seed": seed, "spec": spec, "best_epoch": model.summary["best_epoch"]}
             split = B.snare_split(mdata, seed=seed)  # the run's own validation cells (same draw as train's)
             row["val"] = evaluate(model, mdata, split.val)

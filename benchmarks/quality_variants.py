@@ -40,19 +40,16 @@ def _log(event: dict) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        raise SystemExit(__doc__)
-    name, spec = argv[0], json.loads(argv[1])
-    md.set_options(pull_on_update=False)
-    mdata = md.read_h5mu(DATA)
+def train_spec(mdata, spec: dict, out_dir: Path, *, seed: int | None = None, progress=None, command=None):
+    """Train one variant (keys as in the module docstring) on the development split: 09I + 09J held out, 1,000
+    random validation cells; ``seed`` overrides the spec's."""
     mcfg = get_preset(spec.get("preset", "default"), **spec.get("model", {}))
     tcfg = {"epochs": 20, "lr": 1e-3, "patience": 8, **spec.get("train", {})}
-    t0 = time.time()
-    model = scclip.train(
+    if seed is not None:
+        tcfg["seed"] = seed
+    return scclip.train(
         mdata,
-        out_dir=REPO / "runs" / "variants" / name,
+        out_dir=out_dir,
         model_config=mcfg,
         train_config=tcfg,
         feature_space=spec.get("fs", "mm10"),
@@ -60,9 +57,21 @@ def main(argv: list[str] | None = None) -> None:
         holdout_key="batch",
         holdout=["09I", "09J"],
         val_size=1000,
-        progress=_log,
-        command=f"python benchmarks/quality_variants.py {name} '{argv[1]}'",
+        progress=progress,
+        command=command,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        raise SystemExit(__doc__)
+    name, spec = argv[0], json.loads(argv[1])
+    md.set_options(pull_on_update=False)
+    mdata = md.read_h5mu(DATA)
+    t0 = time.time()
+    command = f"python benchmarks/quality_variants.py {name} '{argv[1]}'"
+    model = train_spec(mdata, spec, REPO / "runs" / "variants" / name, progress=_log, command=command)
     s = model.summary
     out = {
         "best_epoch": s["best_epoch"],

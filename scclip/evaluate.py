@@ -215,32 +215,21 @@ def evaluate(
                 ["foscttm", "top1", "top5", "match_probability", "match_probability_learned_T"], why_unpaired
             )
         )
-    res = evaluate_embeddings(
-        rna_emb,
-        atac_emb,
+    common = dict(
         paired=order is not None,
         rna_labels=rna_lab,
         atac_labels=atac_lab,
         k_mixing=k_mixing,
-        temperature=temperature,
         chunk_size=chunk_size,
-        reasons=reasons,
     )
+    res = evaluate_embeddings(rna_emb, atac_emb, temperature=temperature, reasons=reasons, **common)
     raw_key = f"{key}_raw"
     if raw_key in rna_ad.obsm and raw_key in atac_ad.obsm:
         # the same cells before the modality-gap correction (scclip.gap), for comparison
         raw_r, raw_a = np.asarray(rna_ad.obsm[raw_key]), np.asarray(atac_ad.obsm[raw_key])
         if order is not None:
             raw_a = raw_a[order]
-        raw = evaluate_embeddings(
-            raw_r,
-            raw_a,
-            paired=order is not None,
-            rna_labels=rna_lab,
-            atac_labels=atac_lab,
-            k_mixing=k_mixing,
-            chunk_size=chunk_size,
-        )
+        raw = evaluate_embeddings(raw_r, raw_a, **common)
         res["raw"] = {k: raw[k] for k in ("foscttm", "top1", "top5", "mixing_entropy", *LABEL_METRICS)}
         res["raw"]["key"] = raw_key
     return res
