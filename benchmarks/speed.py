@@ -2,7 +2,7 @@
 
     python benchmarks/speed.py [--data ../shared/data/chen2019_snareseq_dev.h5mu] [--presets default,paper]
         [--batch-size 256] [--steps 8] [--warmup 2] [--embed-cells 10000] [--device auto]
-        [--precision auto|fp32|bf16] [--checkpointing] [--compile] [--threads N]
+        [--precision auto|fp32|bf16] [--checkpointing] [--compile] [--threads N] [--structure-weight W]
 
 Prints one markdown table: preset | train cells/s | share of step time spent building batches (CSR row slicing
 and ``SparseBatch`` construction, i.e. data loading) | embed cells/s (a cell = both modalities, eval mode, no
@@ -47,6 +47,7 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
     from scclip.io import read
     from scclip.model import ClipLoss, get_preset
     from scclip.model.patch import SparseBatch
+    from scclip.model.structure import resolve_structure_weight, structure_term
     from scclip.pretrained import ScclipModel
     from scclip.training import TrainConfig, autocast, encode_csr, make_optimizer, resolve_device, wrap_model
 
@@ -62,10 +63,16 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
     Xa, _ = prepare_modality(model, mdata["atac"], "atac")
     del mdata
     dev = resolve_device(a.device)
-    tcfg = TrainConfig(precision=a.precision, activation_checkpointing=a.checkpointing, compile=a.compile)
+    tcfg = TrainConfig(
+        precision=a.precision,
+        activation_checkpointing=a.checkpointing,
+        compile=a.compile,
+        structure_weight=None if a.structure_weight < 0 else a.structure_weight,
+    )
     net = model.net.to(dev).train()
     step_net = wrap_model(net, tcfg)
     opt, loss_fn = make_optimizer(net, tcfg), ClipLoss()
+    w_struct = resolve_structure_weight(tcfg.structure_weight, cfg)
     rng = np.random.default_rng(0)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     t_load, t_step, c_step = [], [], []
@@ -75,7 +82,12 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
         r, at = SparseBatch.from_csr(Xr[rows], device=dev), SparseBatch.from_csr(Xa[rows], device=dev)
         t1 = time.perf_counter()
         with autocast(dev, bf16=tcfg.bf16):
-            loss = loss_fn(*step_net(r, at))
+            zr, za, scale = step_net(r, at)
+            loss = loss_fn(zr, za, scale)
+        if w_struct > 0:  # as in scclip.training.fit: the default preset trains with the structure term
+            loss = loss + w_struct * structure_term(
+                net, {"rna": (r, zr), "atac": (at, za)}, temperature=tcfg.structure_temperature
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -110,6 +122,7 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
         "batch_size": a.batch_size,
         "threads": torch.get_num_threads(),
         "precision": a.precision,
+        "structure_weight": w_struct,
         "checkpointing": a.checkpointing,
         "compile": a.compile,
         "train_cells_per_s": train_cps,
@@ -146,6 +159,12 @@ def main() -> None:
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing")
     p.add_argument("--compile", action="store_true", help="torch.compile the Transformer blocks")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument(
+        "--structure-weight",
+        type=float,
+        default=-1.0,
+        help="-1 (default) = as training: 1 for the SVD embedding",
+    )
     p.add_argument("--peak-tflops", type=float, default=990.0, help="accelerator peak for MFU (H100 bf16)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     a = p.parse_args()
