@@ -47,9 +47,9 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
     from scclip.io import read
     from scclip.model import ClipLoss, get_preset
     from scclip.model.patch import SparseBatch
-    from scclip.model.structure import resolve_structure_weight, structure_term
+    from scclip.model.structure import resolve_structure_weight
     from scclip.pretrained import ScclipModel
-    from scclip.training import TrainConfig, autocast, encode_csr, make_optimizer, resolve_device, wrap_model
+    from scclip.training import TrainConfig, encode_csr, make_optimizer, resolve_device, step_loss, wrap_model
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -67,12 +67,14 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
         precision=a.precision,
         activation_checkpointing=a.checkpointing,
         compile=a.compile,
-        structure_weight=None if a.structure_weight < 0 else a.structure_weight,
+        # as in fit: resolved (-1 = automatic, on for the default preset's SVD embedding)
+        structure_weight=resolve_structure_weight(
+            None if a.structure_weight < 0 else a.structure_weight, cfg
+        ),
     )
     net = model.net.to(dev).train()
     step_net = wrap_model(net, tcfg)
     opt, loss_fn = make_optimizer(net, tcfg), ClipLoss()
-    w_struct = resolve_structure_weight(tcfg.structure_weight, cfg)
     rng = np.random.default_rng(0)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     t_load, t_step, c_step = [], [], []
@@ -81,13 +83,7 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
         r, at = SparseBatch.from_csr(Xr[rows], device=dev), SparseBatch.from_csr(Xa[rows], device=dev)
         t1 = time.perf_counter()
-        with autocast(dev, bf16=tcfg.bf16):
-            zr, za, scale = step_net(r, at)
-            loss = loss_fn(zr, za, scale)
-        if w_struct > 0:  # as in scclip.training.fit: the default preset trains with the structure term
-            loss = loss + w_struct * structure_term(
-                net, {"rna": (r, zr), "atac": (at, za)}, temperature=tcfg.structure_temperature
-            )
+        loss = step_loss(net, step_net, loss_fn, r, at, tcfg, dev)  # as in fit (structure term included)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -122,7 +118,7 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
         "batch_size": a.batch_size,
         "threads": torch.get_num_threads(),
         "precision": a.precision,
-        "structure_weight": w_struct,
+        "structure_weight": tcfg.structure_weight,
         "checkpointing": a.checkpointing,
         "compile": a.compile,
         "train_cells_per_s": train_cps,

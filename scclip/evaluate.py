@@ -165,6 +165,7 @@ def evaluate(
     k_mixing: int = 30,
     temperature: float | None = None,
     chunk_size: int | None = None,
+    raw: bool = True,
 ) -> dict:
     """Evaluate the joint embedding ``mdata['rna'].obsm[key]`` / ``mdata['atac'].obsm[key]``.
 
@@ -180,6 +181,8 @@ def evaluate(
         Neighbours for the modality-mixing entropy.
     temperature
         The model's learned softmax temperature; adds ``match_probability_learned_T``.
+    raw
+        Also score ``obsm[key + '_raw']`` when present (``raw`` in the result); ``False`` skips that work.
 
     Returns
     -------
@@ -224,12 +227,12 @@ def evaluate(
     )
     res = evaluate_embeddings(rna_emb, atac_emb, temperature=temperature, reasons=reasons, **common)
     raw_key = f"{key}_raw"
-    if raw_key in rna_ad.obsm and raw_key in atac_ad.obsm:
+    if raw and raw_key in rna_ad.obsm and raw_key in atac_ad.obsm:
         # the same cells before the modality-gap correction (scclip.gap), for comparison
         raw_r, raw_a = np.asarray(rna_ad.obsm[raw_key]), np.asarray(atac_ad.obsm[raw_key])
         if order is not None:
             raw_a = raw_a[order]
-        raw = evaluate_embeddings(raw_r, raw_a, **common)
-        res["raw"] = {k: raw[k] for k in ("foscttm", "top1", "top5", "mixing_entropy", *LABEL_METRICS)}
+        before = evaluate_embeddings(raw_r, raw_a, **common)
+        res["raw"] = {k: before[k] for k in ("foscttm", "top1", "top5", "mixing_entropy", *LABEL_METRICS)}
         res["raw"]["key"] = raw_key
     return res

@@ -146,6 +146,23 @@ def encode_csr(
     return out
 
 
+def step_loss(
+    model: ScCLIP, step_model, loss_fn: ClipLoss, rna, atac, cfg: TrainConfig, device
+) -> torch.Tensor:
+    """One training step's loss: CLIP under the precision switch, plus the structure term in fp32 (small (B, B)
+    matrices) when ``cfg.structure_weight`` (resolved, see :func:`~scclip.model.structure.resolve_structure_weight`)
+    is above 0. ``step_model`` is ``model`` as wrapped for the step (DDP, compile)."""
+    with autocast(device, bf16=cfg.bf16):
+        zr, za, scale = step_model(rna, atac)
+        loss = loss_fn(zr, za, scale)
+    if cfg.structure_weight:
+        parts = {"rna": (rna, zr), "atac": (atac, za)}
+        loss = loss + cfg.structure_weight * structure_term(
+            model, parts, temperature=cfg.structure_temperature
+        )
+    return loss
+
+
 #: Training settings that define the objective, with the value a checkpoint that predates the setting ran with.
 OBJECTIVE_SETTINGS = {"intra_negatives": 0.0, "structure_weight": 0.0, "structure_temperature": 0.1}
 
@@ -307,14 +324,7 @@ def fit(
         for b, rows in enumerate(batches):
             rna = SparseBatch.from_csr(X_rna[rows], device=device)
             atac = SparseBatch.from_csr(X_atac[rows], device=device)
-            with autocast(device, bf16=cfg.bf16):
-                zr, za, scale = step_model(rna, atac)
-                loss = loss_fn(zr, za, scale)
-            if cfg.structure_weight > 0:  # in fp32, outside autocast: small (B, B) matrices
-                parts = {"rna": (rna, zr), "atac": (atac, za)}
-                loss = loss + cfg.structure_weight * structure_term(
-                    model, parts, temperature=cfg.structure_temperature
-                )
+            loss = step_loss(model, step_model, loss_fn, rna, atac, cfg, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

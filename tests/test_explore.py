@@ -17,6 +17,7 @@ import scclip
 from scclip import explore
 from scclip.datasets import synthetic_multiome
 from scclip.errors import ScclipError
+from scclip.evaluate import evaluate
 from scclip.match import topk_partners
 
 
@@ -173,6 +174,19 @@ def test_page_helpers_hover_transfer_tables_and_figures(joint):
     assert hist.data[0].type == "histogram" and len(hist.layout.shapes) == 2
     comp = explore.composition(j, np.arange(10), explore.group_partners(j, np.arange(10), k=1), "cell_type")
     assert [t.name for t in explore.composition_figure(comp, "cell_type").data] == ["selected cells", "their partners"]
+
+
+def test_metric_panel_scores_the_joint_embedding_only(tiny):
+    model = scclip.load_pretrained(tiny)
+    emb = scclip.embed(model, synthetic_multiome(n_cells=200, seed=1))
+    j = explore.joint_from_embedded(emb)
+    j.info["embedded"] = emb
+    res = explore.embedding_metrics(j, "cell_type", temperature=0.07)
+    full = evaluate(emb, label_key="cell_type", temperature=0.07)
+    assert "raw" not in res and "raw" in full  # the panel skips scoring X_scclip_raw
+    for key in ("foscttm", "mixing_entropy", "asw_cell_type", "asw_cell_type_rna", "label_transfer_accuracy"):
+        assert res[key] == pytest.approx(full[key])
+    assert explore.embedding_metrics(j, "cell_type", temperature=0.07) is res  # cached per label column
 
 
 def test_figure_has_one_cell_trace_with_global_customdata(joint):

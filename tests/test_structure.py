@@ -88,6 +88,9 @@ def test_default_weight_follows_the_embedding_and_resume_keeps_the_objective(tmp
     assert resolve_structure_weight(None, ModelConfig()) == 1.0
     assert resolve_structure_weight(None, ModelConfig(patch_embedding="shared")) == 0.0
     assert resolve_structure_weight(None, ModelConfig(embedding_init="random")) == 0.0
+    assert resolve_structure_weight(None, ModelConfig(freeze_embedding=False)) == 0.0  # a teacher that would move
+    with pytest.raises(ScclipError, match="freeze_embedding=False"):
+        resolve_structure_weight(1.0, ModelConfig(freeze_embedding=False))
     assert resolve_structure_weight(0.3, ModelConfig()) == 0.3
     rna, atac = _data()
     kw = dict(train_idx=np.arange(28), val_idx=np.arange(28, N_CELLS), out_dir=tmp_path)

@@ -37,5 +37,6 @@ def embedding_metrics(joint: Joint, label: str | None, *, temperature: float) ->
     if label not in cache:
         from scclip.evaluate import evaluate
 
-        cache[label] = evaluate(joint.info["embedded"], label_key=label, temperature=temperature)
+        # the panel shows the joint embedding only: the uncorrected one is not scored
+        cache[label] = evaluate(joint.info["embedded"], label_key=label, temperature=temperature, raw=False)
     return cache[label]

@@ -30,16 +30,16 @@ DEFAULT_STRUCTURE_WEIGHT = 1.0
 
 
 def resolve_structure_weight(weight: float | None, cfg: ModelConfig) -> float:
-    """``weight``, or for ``None`` 1.0 when the model has the SVD-initialised per-feature embedding, else 0."""
-    svd = (cfg.embedding_init, cfg.patch_embedding) == ("svd", "per_patch")
+    """``weight``, or for ``None`` 1.0 when the model has the frozen SVD-initialised per-feature embedding, else 0."""
+    svd = (cfg.embedding_init, cfg.patch_embedding, cfg.freeze_embedding) == ("svd", "per_patch", True)
     if weight is None:
         return DEFAULT_STRUCTURE_WEIGHT if svd else 0.0
     if weight > 0 and not svd:
         msg = (
-            "structure_weight needs the SVD-initialised per-feature embedding (embedding_init='svd', "
-            "patch_embedding='per_patch': its teacher is the cells' PCA / LSI coordinates), got "
-            f"embedding_init={cfg.embedding_init!r}, patch_embedding={cfg.patch_embedding!r}; "
-            "set structure_weight=0 or use that embedding"
+            "structure_weight needs the frozen SVD-initialised per-feature embedding (embedding_init='svd', "
+            "patch_embedding='per_patch', freeze_embedding=True: its teacher is the cells' PCA / LSI "
+            f"coordinates), got embedding_init={cfg.embedding_init!r}, patch_embedding={cfg.patch_embedding!r}, "
+            f"freeze_embedding={cfg.freeze_embedding!r}; set structure_weight=0 or use that embedding"
         )
         raise ScclipError(msg)
     return float(weight)
