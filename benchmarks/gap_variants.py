@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 
 import scclip  # noqa: E402
 from scclip import baselines as B  # noqa: E402
+from scclip.evaluate import evaluate_embeddings  # noqa: E402
 from scclip.gap import close_gap  # noqa: E402
-from scclip.metrics import celltype_asw, foscttm, label_transfer_accuracy, modality_mixing  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from quality_variants import train_spec  # noqa: E402
@@ -38,16 +38,21 @@ from quality_variants import train_spec  # noqa: E402
 DATA = REPO.parent / "shared" / "data" / "chen2019_snareseq_dev.h5mu"
 
 
+#: Output name -> key of scclip.evaluate.evaluate_embeddings.
+KEYS = {
+    "foscttm": "foscttm",
+    "mixing": "mixing_entropy",
+    "asw": "asw_cell_type",
+    "asw_rna": "asw_cell_type_rna",
+    "asw_atac": "asw_cell_type_atac",
+    "label_transfer": "label_transfer_accuracy",
+}
+
+
 def scores(r: np.ndarray, a: np.ndarray, labels: np.ndarray) -> dict:
     """Matching, mixing and cell-type structure of one (RNA, ATAC) embedding pair of the same cells."""
-    return {
-        "foscttm": foscttm(r, a)["mean"],
-        "mixing": modality_mixing(r, a, k=30),
-        "asw": celltype_asw(np.concatenate([r, a]), np.concatenate([labels, labels])),
-        "asw_rna": celltype_asw(r, labels),
-        "asw_atac": celltype_asw(a, labels),
-        "label_transfer": label_transfer_accuracy(r, labels, a, labels),
-    }
+    res = evaluate_embeddings(r, a, rna_labels=labels, atac_labels=labels)
+    return {name: res[key] for name, key in KEYS.items()}
 
 
 def evaluate(model, mdata, idx) -> dict:
