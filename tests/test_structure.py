@@ -76,6 +76,10 @@ def test_structure_settings_are_checked(tmp_path):
         TrainConfig(structure_weight=-1)
     with pytest.raises(ScclipError, match="structure_temperature must be > 0"):
         TrainConfig(structure_temperature=0)
+    with pytest.raises(ScclipError, match="structure_weight must be >= 0"):
+        TrainConfig(structure_weight=float("nan"))
+    with pytest.raises(ScclipError, match="intra_negatives must be >= 0"):
+        TrainConfig(intra_negatives=-1)
     rna, atac = _data()
     cfg = ModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, proj_dim=8, n_patches=6, embedding_init="random")
     model = ScCLIP(cfg, {"rna": _layout(N_RNA, 6), "atac": _layout(N_ATAC, 6)})
