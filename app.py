@@ -1,6 +1,6 @@
 """scCLIP Explorer — the Streamlit app (``streamlit run app.py``).
 
-Pages (``pages/``): Model, Data, Explore (joint UMAP, metrics and cross-modal matches), Zero-shot, Train.
+Pages (``webapp/pages/``; the Streamlit glue they share is ``webapp/common.py``): Model, Data, Explore (joint UMAP, metrics and cross-modal matches), Zero-shot, Train.
 On start the app opens Explore on a pretrained model and a demo dataset (see ``scclip.explore.default_choice``).
 """
 
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pages import common  # noqa: E402
+from webapp import common  # noqa: E402
 
 st.set_page_config(page_title="scCLIP Explorer", page_icon=":material/hub:", layout="wide")
 st.markdown(
@@ -31,7 +31,7 @@ st.markdown(
 )
 common.init_state()
 
-PAGES = ROOT / "pages"
+PAGES = ROOT / "webapp" / "pages"  # not ./pages: Streamlit would list its files before st.navigation
 nav = st.navigation(
     {
         "scCLIP Explorer": [
@@ -56,5 +56,4 @@ nav = st.navigation(
 )
 common.preload_defaults()
 common.sidebar_summary()
-st.session_state["_via_app"] = True  # tells the page it runs inside this navigation (common.ensure_app)
 nav.run()

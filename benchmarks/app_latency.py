@@ -93,7 +93,7 @@ def _fill_cache(model_dir: Path, mdata, cache: Path) -> None:
 
     key = f"{fp}-{dfp}"
     h = hashlib.blake2b(np.ascontiguousarray(joint.Z).tobytes(), digest_size=8).hexdigest()
-    np.savez(explore._cache_file("umap", key, h), umap=coords)
+    np.savez(explore.cache_file("umap", key, h), umap=coords)
 
 
 def _open_explore(page, url: str) -> float:

@@ -31,8 +31,8 @@ def main() -> None:
     from scclip.api import prepare_modality
     from scclip.io import paired_cells, read
     from scclip.metrics import foscttm, topk_accuracy
+    from scclip.model import encode_csr
     from scclip.pretrained import load_pretrained
-    from scclip.training import encode_csr
 
     model = load_pretrained(a.model)
     mdata = paired_cells(read(a.data))

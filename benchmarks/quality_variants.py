@@ -40,9 +40,11 @@ def _log(event: dict) -> None:
         )
 
 
-def train_spec(mdata, spec: dict, out_dir: Path, *, seed: int | None = None, progress=None, command=None):
-    """Train one variant (keys as in the module docstring) on the development split: 09I + 09J held out, 1,000
-    random validation cells; ``seed`` overrides the spec's."""
+def train_spec(
+    mdata, spec: dict, out_dir: Path, *, seed: int | None = None, progress=None, command=None, holdout=("09I", "09J")
+):
+    """Train one variant (keys as in the module docstring) with the libraries ``holdout`` held out (default the
+    development split, 09I + 09J) and 1,000 random validation cells of the others; ``seed`` overrides the spec's."""
     mcfg = get_preset(spec.get("preset", "default"), **spec.get("model", {}))
     tcfg = {"epochs": 20, "lr": 1e-3, "patience": 8, **spec.get("train", {})}
     if seed is not None:
@@ -55,7 +57,7 @@ def train_spec(mdata, spec: dict, out_dir: Path, *, seed: int | None = None, pro
         feature_space=spec.get("fs", "mm10"),
         atac_method=spec.get("atac", "tfidf"),
         holdout_key="batch",
-        holdout=["09I", "09J"],
+        holdout=list(holdout),
         val_size=1000,
         progress=progress,
         command=command,

@@ -45,11 +45,11 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
     import scclip
     from scclip.api import build_feature_space, prepare_modality
     from scclip.io import read
-    from scclip.model import ClipLoss, get_preset
+    from scclip.model import ClipLoss, encode_csr, get_preset, resolve_device
     from scclip.model.patch import SparseBatch
     from scclip.model.structure import resolve_structure_weight
     from scclip.pretrained import ScclipModel
-    from scclip.training import TrainConfig, encode_csr, make_optimizer, resolve_device, step_loss, wrap_model
+    from scclip.training import TrainConfig, make_optimizer, step_loss, wrap_model
 
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -25,9 +25,8 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 def joint_embedding(data: str, model: str | None) -> np.ndarray:
     from scclip.api import build_feature_space, prepare_modality
     from scclip.io import read
-    from scclip.model import get_preset
+    from scclip.model import encode_csr, get_preset
     from scclip.pretrained import ScclipModel, load_pretrained
-    from scclip.training import encode_csr
 
     mdata = read(data)
     if model:

@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))
 
 import scclip  # noqa: E402
 from scclip.evaluate import evaluate_embeddings  # noqa: E402
+from scclip.features import var_intervals  # noqa: E402
 from scclip.match import one_to_one  # noqa: E402
-from scclip.var_coords import var_intervals  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 TEST = ("09I", "09J")
@@ -139,8 +139,7 @@ def zero_shot(model_dir: str, test: md.MuData, *, seed: int = 0) -> dict:
 
 def fragments_check() -> dict:
     """Count PBMC fragments onto hg38 5 kb bins and compare with the peak matrix aggregated onto the same bins."""
-    from scclip.align import align_features
-    from scclip.features import bin_features
+    from scclip.features import align_features, bin_features
     from scclip.fragments import count_fragments, covered_by_fragments
 
     pbmc = md.read_h5mu(SHARED / "formats" / "pbmc10x_multiome_1k_subset.h5mu")

@@ -14,6 +14,11 @@ from scclip.errors import ScclipError
 MATCH_TEMPERATURE = 0.05
 #: Metrics that need cell-type labels.
 LABEL_METRICS = ("asw_cell_type", "asw_cell_type_rna", "asw_cell_type_atac", "label_transfer_accuracy")
+#: Paired metrics after the matching-time Sinkhorn normalisation (``sinkhorn=True``): a separate score, not the
+#: embedding's own.
+SINKHORN_METRICS = ("foscttm_sinkhorn", "top1_sinkhorn", "top5_sinkhorn")
+#: Entropic regularisation of that normalisation (fixed a priori, at the match-probability temperature).
+SINKHORN_EPS = 0.05
 
 
 def _float(x) -> float | None:
@@ -74,10 +79,13 @@ def evaluate_embeddings(
     temperature: float | None = None,
     chunk_size: int | None = None,
     reasons: dict[str, str] | None = None,
+    sinkhorn: bool = False,
 ) -> dict:
     """All metrics of :func:`evaluate` from arrays (row ``i`` of both embeddings is one cell when ``paired``).
 
     ``reasons`` pre-fills the explanations of metrics that cannot be computed (used by :func:`evaluate`).
+    ``sinkhorn`` adds ``foscttm_sinkhorn``, ``top1_sinkhorn``, ``top5_sinkhorn``: the paired metrics after the
+    matching-time Sinkhorn normalisation of the similarities (:func:`scclip.match.sinkhorn_bias`).
     """
     rna = metrics.as_embedding(rna_emb, name="rna_emb")
     atac = metrics.as_embedding(atac_emb, name="atac_emb")
@@ -101,21 +109,13 @@ def evaluate_embeddings(
     pair_keys = ["foscttm", "top1", "top5", "match_probability"] + (
         ["match_probability_learned_T"] if temperature is not None else []
     )
+    if sinkhorn:
+        res.update(dict.fromkeys(SINKHORN_METRICS))
+        pair_keys += list(SINKHORN_METRICS)
     if paired:
-        try:
-            temps = (MATCH_TEMPERATURE,) + ((float(temperature),) if temperature is not None else ())
-            pm = metrics.paired_metrics(rna, atac, ks=(1, 5), temperatures=temps, chunk_size=chunk_size)
-        except ScclipError as err:
-            why.update(dict.fromkeys(pair_keys, str(err)))
-        else:
-            res["n_cells"]["paired"] = int(rna.shape[0])
-            named = {"foscttm": pm["foscttm"], "top1": pm["top1"], "top5": pm["top5"]}
-            named["match_probability"] = pm[f"match_probability@{MATCH_TEMPERATURE:g}"]
-            if temperature is not None:
-                named["match_probability_learned_T"] = pm[f"match_probability@{float(temperature):g}"]
-            for name, summary in named.items():
-                res[name] = _float(summary["mean"])
-                res["directions"][name] = {d: _float(summary[d]) for d in ("rna_to_atac", "atac_to_rna")}
+        _paired_metrics(res, why, rna, atac, pair_keys, temperature=temperature, chunk_size=chunk_size)
+        if sinkhorn:
+            _sinkhorn_metrics(res, why, rna, atac, chunk_size=chunk_size)
     else:
         for name in pair_keys:
             why.setdefault(name, "the RNA and ATAC cells are not paired")
@@ -125,6 +125,48 @@ def evaluate_embeddings(
     except ScclipError as err:
         why["mixing_entropy"] = str(err)
 
+    _label_metrics(res, why, rna, atac, rna_labels, atac_labels, chunk_size=chunk_size)
+    res["reasons"] = {k: v for k, v in why.items() if res.get(k) is None}
+    return res
+
+
+def _paired_metrics(res: dict, why: dict, rna, atac, pair_keys, *, temperature, chunk_size) -> None:
+    """FOSCTTM, top-1 / top-5 and match probability (fixed and learned temperature) into ``res``."""
+    try:
+        temps = (MATCH_TEMPERATURE,) + ((float(temperature),) if temperature is not None else ())
+        pm = metrics.paired_metrics(rna, atac, ks=(1, 5), temperatures=temps, chunk_size=chunk_size)
+    except ScclipError as err:
+        why.update(dict.fromkeys(pair_keys, str(err)))
+    else:
+        res["n_cells"]["paired"] = int(rna.shape[0])
+        named = {"foscttm": pm["foscttm"], "top1": pm["top1"], "top5": pm["top5"]}
+        named["match_probability"] = pm[f"match_probability@{MATCH_TEMPERATURE:g}"]
+        if temperature is not None:
+            named["match_probability_learned_T"] = pm[f"match_probability@{float(temperature):g}"]
+        for name, summary in named.items():
+            res[name] = _float(summary["mean"])
+            res["directions"][name] = {d: _float(summary[d]) for d in ("rna_to_atac", "atac_to_rna")}
+
+
+def _sinkhorn_metrics(res: dict, why: dict, rna, atac, *, chunk_size) -> None:
+    """FOSCTTM and top-1 / top-5 with candidates ranked by the Sinkhorn plan instead of the raw cosine."""
+    from scclip.match import sinkhorn_bias
+
+    try:
+        bias = sinkhorn_bias(rna, atac, eps=SINKHORN_EPS, chunk_size=chunk_size)
+        pm = metrics.paired_metrics(rna, atac, ks=(1, 5), temperatures=(), chunk_size=chunk_size,
+                                    candidate_bias=bias)  # fmt: skip
+    except ScclipError as err:
+        why.update(dict.fromkeys(SINKHORN_METRICS, str(err)))
+        return
+    for name, summary in (("foscttm", pm["foscttm"]), ("top1", pm["top1"]), ("top5", pm["top5"])):
+        res[f"{name}_sinkhorn"] = _float(summary["mean"])
+        res["directions"][f"{name}_sinkhorn"] = {d: _float(summary[d]) for d in ("rna_to_atac", "atac_to_rna")}
+
+
+def _label_metrics(res: dict, why: dict, rna, atac, rna_labels, atac_labels, *, chunk_size) -> None:
+    """Cell-type ASW (over both modalities and within each) and label transfer into ``res`` (``why`` says why a
+    metric is missing)."""
     if rna_labels is None or atac_labels is None:
         for name in LABEL_METRICS:
             why.setdefault(
@@ -153,8 +195,6 @@ def evaluate_embeddings(
             res["label_transfer_accuracy"] = _float(acc)
         except ScclipError as err:
             why["label_transfer_accuracy"] = str(err)
-    res["reasons"] = {k: v for k, v in why.items() if res.get(k) is None}
-    return res
 
 
 def evaluate(
@@ -166,6 +206,7 @@ def evaluate(
     temperature: float | None = None,
     chunk_size: int | None = None,
     raw: bool = True,
+    sinkhorn: bool = False,
 ) -> dict:
     """Evaluate the joint embedding ``mdata['rna'].obsm[key]`` / ``mdata['atac'].obsm[key]``.
 
@@ -183,6 +224,9 @@ def evaluate(
         The model's learned softmax temperature; adds ``match_probability_learned_T``.
     raw
         Also score ``obsm[key + '_raw']`` when present (``raw`` in the result); ``False`` skips that work.
+    sinkhorn
+        Also report ``foscttm_sinkhorn``, ``top1_sinkhorn``, ``top5_sinkhorn``: matching after a Sinkhorn
+        (doubly-stochastic) normalisation of the similarities, a matching-time method scored separately.
 
     Returns
     -------
@@ -225,7 +269,9 @@ def evaluate(
         k_mixing=k_mixing,
         chunk_size=chunk_size,
     )
-    res = evaluate_embeddings(rna_emb, atac_emb, temperature=temperature, reasons=reasons, **common)
+    res = evaluate_embeddings(
+        rna_emb, atac_emb, temperature=temperature, reasons=reasons, sinkhorn=sinkhorn, **common
+    )
     raw_key = f"{key}_raw"
     if raw and raw_key in rna_ad.obsm and raw_key in atac_ad.obsm:
         # the same cells before the modality-gap correction (scclip.gap), for comparison

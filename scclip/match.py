@@ -13,12 +13,12 @@ import torch
 
 from scclip.errors import ScclipError
 from scclip.metrics import (
-    _pair,
-    _prepare,
     as_embedding,
     auto_chunk,
     knn_vote,
+    pair_embeddings,
     paired_pass,
+    prepare_metric,
     topk_chunked,
 )
 
@@ -59,14 +59,14 @@ def topk_partners(
     -------
     ``(indices, similarities)``: ``(n, k)`` int64 positions into ``ref`` and float32 cosine similarities, best first.
     """
-    q, r = _pair(query, ref, paired=False)
+    q, r = pair_embeddings(query, ref, paired=False)
     if int(k) < 1:
         msg = f"k must be a positive integer, got {k}."
         raise ScclipError(msg)
     kk = min(int(k), r.shape[0])
     dev = _device(device)
     idx, sim = topk_chunked(
-        _prepare(q, "cosine"), _prepare(r, "cosine"), kk, chunk_size=chunk_size, device=dev
+        prepare_metric(q, "cosine"), prepare_metric(r, "cosine"), kk, chunk_size=chunk_size, device=dev
     )
     return idx.numpy(), sim.numpy()
 
@@ -96,12 +96,12 @@ def match_paired(
     ``true_partner_rank`` ``(n,)`` (1 + other cells strictly more similar than the partner) and ``foscttm``
     ``(n,)`` (per cell; exact ties count half).
     """
-    rna, atac = _pair(rna_emb, atac_emb, paired=True)
+    rna, atac = pair_embeddings(rna_emb, atac_emb, paired=True)
     if int(k) < 1:
         msg = f"k must be a positive integer, got {k}."
         raise ScclipError(msg)
     kk, n, dev = min(int(k), rna.shape[0]), rna.shape[0], _device(device)
-    q, r = _prepare(rna, "cosine"), _prepare(atac, "cosine")
+    q, r = prepare_metric(rna, "cosine"), prepare_metric(atac, "cosine")
     out = {}
     for name, a, b in (("rna_to_atac", q, r), ("atac_to_rna", r, q)):
         st = paired_pass(a, b, chunk_size=chunk_size, topk=kk, device=dev)
@@ -136,7 +136,7 @@ def match_table(
     (row ``i`` of both embeddings is the same cell) also ``true_partner_rank``: 1 + the number of other-modality
     cells strictly more similar to the query than its true partner (1 = the partner is the best match).
     """
-    rna, atac = _pair(rna_emb, atac_emb, paired=paired)
+    rna, atac = pair_embeddings(rna_emb, atac_emb, paired=paired)
     rn = _names(rna_names, rna.shape[0], "rna_names")
     an = _names(atac_names, atac.shape[0], "atac_names")
     both = match_paired(rna, atac, k=k, chunk_size=chunk_size, device=device) if paired else None
@@ -272,6 +272,26 @@ def _sinkhorn_potentials(
     return f, g
 
 
+def sinkhorn_bias(
+    rna_emb, atac_emb, *, eps: float = 0.05, n_iter: int = 100, tol: float = 1e-4, chunk_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Matching-time Sinkhorn normalisation (as in MatchCLOT): per-cell biases ``(rna_bias, atac_bias)``.
+
+    The entropic transport plan ``P_ij = exp(cos_ij / eps + f_i + g_j)`` with uniform marginals makes the
+    similarity matrix doubly stochastic, which damps hub cells that are everyone's nearest neighbour. Ranking
+    the ATAC candidates of RNA cell ``i`` by ``P_ij`` is ranking them by ``cos_ij + eps * g_j``, and the RNA
+    candidates of ATAC cell ``j`` by ``cos_ij + eps * f_i``: the biases are ``eps * f`` and ``eps * g``, for
+    :func:`scclip.metrics.paired_metrics` (``candidate_bias``). Block-wise: ``O(m x chunk)`` memory.
+    """
+    if not eps > 0:
+        msg = f"sinkhorn eps must be > 0, got {eps}."
+        raise ScclipError(msg)
+    rna, atac = pair_embeddings(rna_emb, atac_emb, paired=False)
+    q, r = prepare_metric(rna, "cosine"), prepare_metric(atac, "cosine")
+    f, g = _sinkhorn_potentials(q, r, eps=eps, n_iter=n_iter, tol=tol, chunk_size=chunk_size)
+    return eps * f, eps * g
+
+
 def one_to_one(
     rna_emb,
     atac_emb,
@@ -315,10 +335,10 @@ def one_to_one(
     if method not in _ONE_TO_ONE_METHODS:
         msg = f"method must be one of {_ONE_TO_ONE_METHODS}, got {method!r}."
         raise ScclipError(msg)
-    rna, atac = _pair(rna_emb, atac_emb, paired=False)
+    rna, atac = pair_embeddings(rna_emb, atac_emb, paired=False)
     rn = _names(rna_names, rna.shape[0], "rna_names")
     an = _names(atac_names, atac.shape[0], "atac_names")
-    q, r = _prepare(rna, "cosine"), _prepare(atac, "cosine")
+    q, r = prepare_metric(rna, "cosine"), prepare_metric(atac, "cosine")
     if method == "auto":
         method = "hungarian" if q.shape[0] * r.shape[0] <= HUNGARIAN_MAX_PAIRS else "greedy"
     if method == "hungarian":

@@ -69,7 +69,7 @@ def normalize_rna(X, *, target_sum: float = 1e4) -> sp.csr_matrix:
 
 class ValueStats:
     """What :func:`diagnose` looks at in stored values, added up over row blocks (:meth:`add`); :meth:`decision`
-    is the answer for all blocks stacked. :func:`diagnose` is one block; :mod:`scclip.chunked` adds file chunks."""
+    is the answer for all blocks stacked. :func:`diagnose` is one block; :class:`scclip.api.MappedChunks` adds file chunks."""
 
     def __init__(self) -> None:
         self.size, self.finite, self.integer = 0, True, True

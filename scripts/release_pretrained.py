@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import scclip  # noqa: E402
-from scclip.model_card import render_model_card  # noqa: E402
+from scclip.pretrained import render_model_card  # noqa: E402
 
 
 def cell_type_centroids(model, mdata, *, label_key: str) -> dict:

@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import scclip  # noqa: E402
 from scclip.datasets import synthetic_multiome  # noqa: E402
-from scclip.model_card import render_model_card  # noqa: E402
+from scclip.pretrained import render_model_card  # noqa: E402
 
 NOTES = """## Intended use and limits (demo model)
 Trained on *simulated* cells (`scclip.datasets.synthetic_multiome(3000, seed=0)`: 5 cell types, genes at real mm10

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from scclip.align import align_features, overlap_pairs, select_pairs
 from scclip.errors import GenomeMismatchError, ScclipError
-from scclip.features import ModalityFeatures, bin_features, gene_features
+from scclip.features import ModalityFeatures, align_features, bin_features, gene_features
+from scclip.features._align import overlap_pairs, select_pairs
 from scclip.genome import chrom_sizes
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import scclip
-from scclip.checkpoint import load_checkpoint
 from scclip.datasets import synthetic_multiome
 from scclip.errors import ScclipError
 from scclip.pretrained import load_pretrained
+from scclip.training import load_checkpoint
 
 TINY = dict(epochs=3, batch_size=64, patience=5, lr=2e-3)
 
@@ -184,7 +184,7 @@ def test_reference_feature_space_keeps_observed_features_only():
 
 
 def test_ema_is_debiased_weighted_average_of_the_steps():
-    from scclip.averaging import Ema as _Ema
+    from scclip.training import Ema as _Ema
 
     net = torch.nn.Linear(3, 2)
     ema = _Ema(net, 0.9)
@@ -216,7 +216,7 @@ def test_ema_weights_are_validated_released_and_resumed(tmp_path, monkeypatch):
     )
     assert live["train_config"]["ema_decay"] == 0.9
     # interrupted after epoch 1 and resumed: the same weights as the uninterrupted run (the average continues)
-    import scclip.training as T
+    import scclip.training._loop as T  # the loop's own reference to save_checkpoint
 
     real_save = T.save_checkpoint
 

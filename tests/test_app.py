@@ -77,7 +77,7 @@ def test_group_summary_and_one_to_one_matching(app_env):
 @pytest.mark.parametrize("page", ["model", "data", "zero_shot", "train"])
 def test_every_page_renders(app_env, page):
     at = _app().run()
-    at.switch_page(f"pages/{page}.py").run()
+    at.switch_page(f"webapp/pages/{page}.py").run()
     _ok(at)
     title = {"model": "## Model", "data": "## Data", "zero_shot": "## Zero-shot view", "train": "## Train"}[
         page
@@ -87,7 +87,7 @@ def test_every_page_renders(app_env, page):
 
 def test_model_page_lists_models_and_device(app_env):
     at = _app().run()
-    at.switch_page("pages/model.py").run()
+    at.switch_page("webapp/pages/model.py").run()
     _ok(at)
     assert any("Compute device" in i.value for i in at.info)
     assert any("demo-tiny" in str(o) for o in at.selectbox(key="model_pick").options)
@@ -95,13 +95,13 @@ def test_model_page_lists_models_and_device(app_env):
 
 def test_demo_dataset_loads_and_unpaired_explore(app_env):
     at = _app().run()
-    at.switch_page("pages/data.py").run()
+    at.switch_page("webapp/pages/data.py").run()
     at.radio(key="demo_choice").set_value("synthetic-unpaired").run()
     at.button(key="demo_load").click().run()
     _ok(at)
     assert "simulated, unpaired" in _text(at)
     assert {m.label: m.value for m in at.metric}["Pairing"] == "unpaired"
-    at.switch_page("pages/explore.py").run()
+    at.switch_page("webapp/pages/explore.py").run()
     _ok(at)
     assert "150 RNA + 150 ATAC cells" in _text(at) and "unpaired" in _text(at)
     at.button(key="tl_go").click().run()
@@ -113,7 +113,7 @@ def test_demo_dataset_loads_and_unpaired_explore(app_env):
 
 def test_bad_upload_shows_error_not_traceback(app_env):
     at = _app().run()
-    at.switch_page("pages/data.py").run()
+    at.switch_page("webapp/pages/data.py").run()
     at.file_uploader(key="upload_files").set_value(
         ("cells.h5ad", b"this is not an h5ad file", "application/octet-stream")
     )
@@ -129,7 +129,7 @@ def test_bad_upload_shows_error_not_traceback(app_env):
 
 def test_bad_model_zip_and_path_show_errors(app_env):
     at = _app().run()
-    at.switch_page("pages/model.py").run()
+    at.switch_page("webapp/pages/model.py").run()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("model/config.json", "{}")
@@ -161,7 +161,7 @@ def test_barcode_search_lists_library_partners(app_env):
 
 def test_zero_shot_view_builds(app_env):
     at = _app().run()
-    at.switch_page("pages/zero_shot.py").run()
+    at.switch_page("webapp/pages/zero_shot.py").run()
     at.selectbox(key="zs_ref").set_value("demo:synthetic").run()
     at.button(key="zs_go").click().run()
     _ok(at)
@@ -172,7 +172,7 @@ def test_zero_shot_view_builds(app_env):
 
 def test_train_page_estimate_and_start(app_env):
     at = _app().run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page("webapp/pages/train.py").run()
     _ok(at)
     at.selectbox(key="train_preset").set_value("tiny").run()
     at.number_input(key="train_epochs").set_value(1).run()

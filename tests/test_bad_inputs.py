@@ -403,7 +403,7 @@ def app_env(tmp_path, monkeypatch):
 
 def _data_page() -> AppTest:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180).run()
-    at.switch_page("pages/data.py").run()
+    at.switch_page("webapp/pages/data.py").run()
     return at
 
 

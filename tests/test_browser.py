@@ -199,3 +199,54 @@ def test_click_a_cell_shows_its_library_partners(playwright_api, app_fixture):
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+#: The sidebar's navigation, the five pages of ``app.py`` and nothing else.
+PAGE_TITLES = {"Model", "Data", "Explore", "Zero-shot view", "Train"}
+NAV_LABELS_JS = """
+() => Array.from(document.querySelectorAll('[data-testid="stSidebarNav"] a')).map(a => {
+  const walker = document.createTreeWalker(a, NodeFilter.SHOW_TEXT);
+  const parts = [];
+  while (walker.nextNode()) {
+    const el = walker.currentNode.parentElement;  // skip icon ligatures (Material Symbols font)
+    if (el && getComputedStyle(el).fontFamily.includes('Material')) continue;
+    parts.push(walker.currentNode.textContent);
+  }
+  return parts.join('').trim();
+})
+"""
+
+
+@pytest.mark.parametrize("path", ["", "/data"])
+def test_first_paint_lists_only_the_five_pages(playwright_api, app_fixture, path):
+    """From the first paint of a fresh server (the root URL, or a bookmark of /data), the sidebar lists the five
+    pages only: no file names Streamlit discovered on its own ("app", "common", ...)."""
+    _, env = app_fixture
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    proc, url = start_app(env)
+    seen: list[tuple[str, ...]] = []
+    try:
+        with playwright_api() as p:
+            browser = launch_browser(p)
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.goto(f"{url}{path}", wait_until="commit")
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                labels = tuple(page.evaluate(NAV_LABELS_JS))
+                if labels and (not seen or labels != seen[-1]):
+                    seen.append(labels)
+                if labels and set(labels) == PAGE_TITLES and not page.locator('[data-testid="stStatusWidget"]').count():
+                    break
+                page.wait_for_timeout(25)
+            page.screenshot(path=str(ARTIFACTS / f"first_paint{path.replace('/', '_')}.png"))
+            browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    print(f"sidebar navigation states seen from the first paint of {path or '/'}: {seen}")
+    assert seen, "the sidebar navigation never appeared"
+    assert all(set(s) <= PAGE_TITLES for s in seen), f"the sidebar listed other entries: {seen}"
+    assert set(seen[-1]) == PAGE_TITLES

@@ -70,3 +70,13 @@ def test_match_errors_are_clear(embedded, tmp_path, capsys):
     assert "not a readable .h5mu" in capsys.readouterr().err
     assert main(["match", "--data", str(embedded), "--out", str(tmp_path / "m.txt")]) == 1
     assert ".csv" in capsys.readouterr().err
+
+
+def test_evaluate_sinkhorn_reports_a_separate_matching_score(embedded, capsys):
+    assert main(["evaluate", "--data", str(embedded), "--sinkhorn"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("foscttm_sinkhorn", "top1_sinkhorn", "top5_sinkhorn"):
+        assert 0.0 <= out[key] <= 1.0
+    assert out["foscttm_sinkhorn"] != out["foscttm"]  # its own score, next to the embedding's
+    assert main(["evaluate", "--data", str(embedded)]) == 0
+    assert "foscttm_sinkhorn" not in json.loads(capsys.readouterr().out)

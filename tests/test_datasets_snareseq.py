@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-import scclip.datasets_snareseq as snare
+import scclip.datasets._snareseq as snare
 from scclip.datasets import chen2019_snareseq, synthetic_multiome
 from scclip.errors import ScclipError
+from scclip.features import var_intervals
 from scclip.genome import chrom_sizes
-from scclip.var_coords import var_intervals
 
 GENES = ["Rorb", "Gad1", "Sst", "Vip", "Mbp"]
 # mm10 regions in upstream order (chromosomes in natural order, as in regions.txt)

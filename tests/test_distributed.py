@@ -94,7 +94,7 @@ def _grad_worker(rank: int, port: int, out: str) -> None:
 
 def _fit_worker(rank: int, port: int, out: str) -> None:
     _init(rank, port)
-    import scclip.training as training
+    import scclip.training._loop as training  # the loop's own reference to save_checkpoint
 
     real_save, events = training.save_checkpoint, []
 

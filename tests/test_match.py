@@ -140,3 +140,65 @@ def test_match_paired_agrees_with_separate_calls(pair):
         hit = (idx[:, 0] == np.arange(len(q))).mean()
         assert (res[name]["true_partner_rank"] == 1).mean() == pytest.approx(hit)
     assert res["foscttm"] == pytest.approx(foscttm(r, a))
+
+
+# --------------------------------------------------------------------------- matching-time Sinkhorn
+def _hub_pair(n: int = 300, d: int = 16, seed: int = 0):
+    """Paired noisy embeddings where a few ATAC cells sit near everyone (hubs), as in real embeddings."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, d))
+    rna, atac = z + 0.9 * rng.normal(size=z.shape), z + 0.9 * rng.normal(size=z.shape)
+    atac[:8] = z.mean(0) * 20 + 0.05 * rng.normal(size=(8, d))
+    return rna, atac
+
+
+def test_sinkhorn_bias_makes_the_plan_doubly_stochastic():
+    rna, atac = _hub_pair()
+    eps = 0.05
+    rb, ab = match.sinkhorn_bias(rna, atac, eps=eps, n_iter=500, tol=1e-8, chunk_size=64)
+    q = rna / np.linalg.norm(rna, axis=1, keepdims=True)
+    r = atac / np.linalg.norm(atac, axis=1, keepdims=True)
+    plan = np.exp((q @ r.T + rb[:, None] + ab[None, :]) / eps)
+    np.testing.assert_allclose(plan.sum(1), 1 / len(q), rtol=1e-4)
+    np.testing.assert_allclose(plan.sum(0), 1 / len(r), rtol=1e-4)
+    with pytest.raises(ScclipError, match="eps must be > 0"):
+        match.sinkhorn_bias(rna, atac, eps=0)
+
+
+def test_candidate_bias_ranks_like_the_dense_biased_scores():
+    from scclip.metrics import paired_metrics
+
+    rna, atac = _hub_pair(n=120, seed=1)
+    rng = np.random.default_rng(2)
+    rb, ab = rng.normal(scale=0.1, size=len(rna)), rng.normal(scale=0.1, size=len(atac))
+    q = rna / np.linalg.norm(rna, axis=1, keepdims=True)
+    r = atac / np.linalg.norm(atac, axis=1, keepdims=True)
+    s = q @ r.T
+    r2a, a2r = s + ab[None, :], (s + rb[:, None]).T  # rows: the query cell; columns: its candidates
+    expected = {
+        name: float(np.mean((m > np.diag(m)[:, None]).sum(1) / (len(m) - 1))) for name, m in
+        (("rna_to_atac", r2a), ("atac_to_rna", a2r))
+    }  # fmt: skip
+    got = paired_metrics(rna, atac, ks=(1,), temperatures=(), candidate_bias=(rb, ab), chunk_size=32)
+    for direction, value in expected.items():
+        assert got["foscttm"][direction] == pytest.approx(value, abs=1e-6)
+    # zero bias is the plain cosine; a constant bias changes no ranking
+    plain = paired_metrics(rna, atac, ks=(1, 5), temperatures=())
+    for bias in ((np.zeros(120), np.zeros(120)), (np.full(120, 3.0), np.full(120, -2.0))):
+        shifted = paired_metrics(rna, atac, ks=(1, 5), temperatures=(), candidate_bias=bias)
+        assert shifted["foscttm"]["mean"] == pytest.approx(plain["foscttm"]["mean"], abs=1e-6)
+        assert shifted["top5"]["mean"] == pytest.approx(plain["top5"]["mean"], abs=1e-6)
+    with pytest.raises(ScclipError, match="one per cell"):
+        paired_metrics(rna, atac, candidate_bias=(rb[:5], ab))
+
+
+def test_sinkhorn_matching_damps_hubs():
+    from scclip.evaluate import evaluate_embeddings
+
+    rna, atac = _hub_pair()
+    res = evaluate_embeddings(rna, atac, sinkhorn=True)
+    assert res["foscttm_sinkhorn"] < res["foscttm"]  # hubs no longer rank above everyone's partner
+    assert res["directions"]["foscttm_sinkhorn"]["rna_to_atac"] < res["directions"]["foscttm"]["rna_to_atac"]
+    assert "foscttm_sinkhorn" not in evaluate_embeddings(rna, atac)
+    unpaired = evaluate_embeddings(rna, atac[:200], paired=False, sinkhorn=True)
+    assert unpaired["foscttm_sinkhorn"] is None and "not paired" in unpaired["reasons"]["foscttm_sinkhorn"]

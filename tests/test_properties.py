@@ -13,9 +13,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from scclip.align import align_features  # noqa: E402
 from scclip.errors import ScclipError  # noqa: E402
-from scclip.features import features_from_anndata  # noqa: E402
+from scclip.features import align_features, features_from_anndata  # noqa: E402
 from scclip.genome import chrom_sort_key, genome_order, normalize_chrom, parse_interval  # noqa: E402
 
 FAST = settings(max_examples=40, deadline=None)

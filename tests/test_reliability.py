@@ -30,11 +30,11 @@ from safetensors.torch import load_file, save_file
 
 import scclip
 from scclip import explore
-from scclip.checkpoint import load_checkpoint, save_checkpoint
 from scclip.cli import main
 from scclip.datasets import synthetic_multiome
 from scclip.errors import ScclipError
 from scclip.io import write_h5mu
+from scclip.training import load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "pretrained" / "demo-synthetic"
@@ -104,7 +104,7 @@ def _tiny_net():
 
 
 def test_checkpoint_write_failing_midway_keeps_the_old_checkpoint(tmp_path, monkeypatch):
-    import scclip.checkpoint as ck
+    import scclip.training._checkpoint as ck
 
     net, opt = _tiny_net()
     save_checkpoint(tmp_path / "last", model=net, optimizer=opt, meta={"state": {"epoch": 1}})
@@ -131,7 +131,7 @@ def test_checkpoint_write_failing_midway_keeps_the_old_checkpoint(tmp_path, monk
 
 def test_checkpoint_json_stale_after_kill_between_renames(tmp_path, monkeypatch):
     """Killed after the tensors were committed but before the .json copy: the checkpoint is still whole."""
-    import scclip.checkpoint as ck
+    import scclip.training._checkpoint as ck
 
     net, opt = _tiny_net()
     save_checkpoint(tmp_path / "last", model=net, optimizer=opt, meta={"state": {"epoch": 1}})
@@ -364,7 +364,7 @@ def test_two_app_sessions_never_see_each_others_data(tmp_path, monkeypatch):
     upload = write_h5mu(synthetic_multiome(30, seed=5), tmp_path / "private_cells.h5mu")
     a = AppTest.from_file(str(REPO / "app.py"), default_timeout=180).run()
     b = AppTest.from_file(str(REPO / "app.py"), default_timeout=180).run()
-    a.switch_page("pages/data.py").run()
+    a.switch_page("webapp/pages/data.py").run()
     a.file_uploader(key="upload_files").set_value([(upload.name, upload.read_bytes(), "application/x-hdf5")])
     a.run()
     a.button(key="upload_load").click().run()
@@ -373,7 +373,7 @@ def test_two_app_sessions_never_see_each_others_data(tmp_path, monkeypatch):
     a.session_state["group_cells"] = [1, 2, 3]
     a.session_state["joints"][("model", "data")] = "session A's embedding"
     a.run()
-    b.switch_page("pages/data.py").run()
+    b.switch_page("webapp/pages/data.py").run()
     assert not b.exception
     assert b.session_state["data"]["label"] != "private_cells.h5mu"
     assert "private_cells.h5mu" not in "\n".join(m.value for m in b.markdown)

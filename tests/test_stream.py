@@ -1,4 +1,4 @@
-"""Files larger than memory: chunked reading (scclip.stream) and chunked embed / train (scclip.chunked) give
+"""Files larger than memory: chunked reading (scclip.io.read_backed) and chunked embed / train (scclip.api) give
 the in-memory results, read only one chunk of rows at a time, and refuse bad input clearly."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import scipy.sparse as sp
 import torch
 
 import scclip
-from scclip import chunked, stream
+import scclip.io as stream
 from scclip.cli import main
 from scclip.datasets import synthetic_multiome
 from scclip.errors import ScclipError
 from scclip.io import read, write_h5mu
-from scclip.preprocess import diagnose
+from scclip.preprocess import ValueStats, diagnose
 
 N = 300  # the cells of the session's tiny model (conftest: synthetic_multiome(300, seed=0))
 
@@ -139,7 +139,7 @@ def test_value_stats_over_chunks_equal_diagnose_of_the_whole(kind):
         X = sp.csr_matrix(X.shape, dtype=np.float32)
     elif kind == "ambient":
         X.data = X.data * 30 + 0.37
-    stats = chunked.ValueStats()  # the class diagnose uses, fed chunk by chunk
+    stats = ValueStats()  # the class diagnose uses, fed chunk by chunk
     for lo in range(0, 120, 25):
         stats.add(X[lo : lo + 25])
     assert stats.decision() == diagnose(X)

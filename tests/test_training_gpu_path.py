@@ -13,8 +13,9 @@ import torch
 
 import scclip.model.patch as patch_mod
 from scclip.errors import ScclipError
+from scclip.model import autocast, encode_csr, resolve_device
 from scclip.model.patch import SparseBatch, uses_pinned_memory
-from scclip.training import TrainConfig, autocast, encode_csr, fit, resolve_device, wrap_model
+from scclip.training import TrainConfig, fit, wrap_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_distributed import N_CELLS, _data, _model

@@ -24,10 +24,11 @@ Constants live in :mod:`~scclip.explore.constants`, locations (cache, data, runs
 
 from __future__ import annotations
 
-from pathlib import Path as Path  # ``explore.Path`` is used by pages/zero_shot.py
+from pathlib import Path as Path  # ``explore.Path`` is used by webapp/pages/zero_shot.py
 
-from scclip.explore.cache import _cache_file as _cache_file  # used by benchmarks/app_latency.py
+from scclip._constants import EMBED_KEY
 from scclip.explore.cache import (
+    cache_file,
     compute_umap,
     dataset_fingerprint,
     embed_cached,
@@ -35,7 +36,6 @@ from scclip.explore.cache import (
     umap_cached,
 )
 from scclip.explore.constants import (
-    EMBED_KEY,
     MAX_DRAWN,
     MISSING_COLOR,
     MODALITY_COLORS,
@@ -89,7 +89,6 @@ from scclip.explore.training_runner import (
     start_training,
     stop_training,
 )
-from scclip.explore.training_runner import _train_main as _train_main  # the training subprocess
 from scclip.explore.uploads import (
     UPLOAD_SUFFIXES,
     max_upload_bytes,
@@ -119,6 +118,7 @@ __all__ = [
     "Joint",
     "apply_selection_events",
     "cache_dir",
+    "cache_file",
     "category_colors",
     "composition",
     "composition_figure",

@@ -53,7 +53,7 @@ def dataset_fingerprint(mdata: md.MuData) -> str:
     return h.hexdigest()
 
 
-def _cache_file(*parts: str) -> Path:
+def cache_file(*parts: str) -> Path:
     return cache_dir() / ("-".join(parts) + ".npz")
 
 
@@ -70,7 +70,7 @@ def embed_cached(
     import scclip
 
     data_fp = data_fp or dataset_fingerprint(mdata)
-    path = _cache_file("emb", model_fp, data_fp)
+    path = cache_file("emb", model_fp, data_fp)
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -93,14 +93,14 @@ def embed_cached(
     arrays = {f"{m}/{k}": np.asarray(v) for m in out.mod for k, v in out[m].obsm.items()}
     uns = {
         "modalities": list(out.mod),
-        "per_modality": {m: _jsonable(out[m].uns.get("scclip", {})) for m in out.mod},
-        "info": _jsonable(dict(out.uns.get("scclip", {}))),
+        "per_modality": {m: jsonable(out[m].uns.get("scclip", {})) for m in out.mod},
+        "info": jsonable(dict(out.uns.get("scclip", {}))),
     }
     _save_npz(path, uns=np.array(json.dumps(uns)), **arrays)
     return out, False
 
 
-def _jsonable(x):
+def jsonable(x):
     return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
@@ -130,7 +130,7 @@ def compute_umap(
 
 def umap_cached(Z: np.ndarray, *, key: str, **kw) -> tuple[np.ndarray, bool]:
     """:func:`compute_umap`, cached on disk under ``key`` (e.g. model and dataset fingerprints)."""
-    path = _cache_file(
+    path = cache_file(
         "umap", key, hashlib.blake2b(np.ascontiguousarray(Z).tobytes(), digest_size=8).hexdigest()
     )
     if path.is_file():

@@ -1,4 +1,4 @@
-"""Constants of the app helpers: the embedding key, modality labels and colours, demo file names, limits and
+"""Constants of the app helpers: modality labels and colours, demo file names, limits and
 the category palette."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-EMBED_KEY = "X_scclip"
 MODALITY_LABELS = {"rna": "RNA", "atac": "ATAC"}
 MODALITY_COLORS = {"RNA": "#1f77b4", "ATAC": "#e4572e"}
 #: Cells drawn at most per plot by default; selections still cover every cell (computed on the server).

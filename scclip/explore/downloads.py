@@ -7,7 +7,7 @@ from pathlib import Path
 
 import mudata as md
 
-from scclip.explore.cache import _jsonable
+from scclip.explore.cache import jsonable
 from scclip.explore.joint import Joint
 
 
@@ -39,8 +39,8 @@ def h5mu_bytes(emb: md.MuData, joint: Joint | None = None) -> bytes:
         out["rna"].obsm["X_umap"] = joint.umap[: joint.n_rna]
         out["atac"].obsm["X_umap"] = joint.umap[joint.n_rna :]
     for m in out.mod:
-        out[m].uns = {"scclip": _jsonable(out[m].uns.get("scclip", {}))}
-    out.uns = {"scclip": _jsonable(dict(out.uns.get("scclip", {})))}
+        out[m].uns = {"scclip": jsonable(out[m].uns.get("scclip", {}))}
+    out.uns = {"scclip": jsonable(dict(out.uns.get("scclip", {})))}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "embedding.h5mu"
         with md.set_options(pull_on_update=False):

@@ -73,6 +73,57 @@ def umap_figure(
     fig = go.Figure()
     xy = coords[drawn]
     v = values.iloc[drawn] if isinstance(values, pd.Series) else pd.Series(np.asarray(values)[drawn])
+    marker, legend_items = _cell_marker(values, v, colors, point_size=point_size, opacity=opacity,
+                                        colorbar_title=colorbar_title)  # fmt: skip
+    text = hover[drawn] if hover is not None else None
+    fig.add_trace(
+        go.Scattergl(
+            x=xy[:, 0],
+            y=xy[:, 1],
+            mode="markers",
+            marker=marker,
+            customdata=drawn,
+            text=text,
+            hovertemplate="%{text}<extra></extra>"
+            if text is not None
+            else "cell %{customdata}<extra></extra>",
+            showlegend=False,
+            name="cells",
+        )
+    )
+    for name, col in legend_items:
+        fig.add_trace(
+            go.Scattergl(
+                x=[None],
+                y=[None],
+                mode="markers",
+                marker={"size": 10, "color": col},
+                name=name,
+                showlegend=True,
+            )
+        )
+    for trace in _highlight_traces(coords, hover, highlight or {}, point_size=point_size):
+        fig.add_trace(trace)
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "font": {"size": 15}},
+        height=height,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        plot_bgcolor="white",
+        paper_bgcolor="white",
+        dragmode="pan",
+        legend={"itemsizing": "constant", "itemclick": False, "itemdoubleclick": False, "font": {"size": 11},
+                "bgcolor": "rgba(255,255,255,0.7)"},
+        xaxis={"title": "UMAP 1", "showgrid": False, "zeroline": False, "showticklabels": False},
+        yaxis={"title": "UMAP 2", "showgrid": False, "zeroline": False, "showticklabels": False},
+        hoverlabel={"font_size": 12},
+        uirevision="umap",
+    )  # fmt: skip
+    return fig
+
+
+def _cell_marker(values, v: pd.Series, colors, *, point_size: float, opacity: float, colorbar_title: str):
+    """The cells' marker (categorical: numeric codes on a stepwise colour scale; numeric: Viridis with a colour
+    bar) and the legend entries ``(category, colour)`` of the categories drawn."""
     marker: dict = {"size": point_size, "opacity": opacity, "line": {"width": 0}}
     legend_items: list[tuple[str, str]] = []
     if is_categorical(values):
@@ -102,39 +153,20 @@ def umap_figure(
             showscale=True,
             colorbar={"title": {"text": colorbar_title, "side": "right"}, "thickness": 12, "len": 0.7},
         )
-    text = hover[drawn] if hover is not None else None
-    fig.add_trace(
-        go.Scattergl(
-            x=xy[:, 0],
-            y=xy[:, 1],
-            mode="markers",
-            marker=marker,
-            customdata=drawn,
-            text=text,
-            hovertemplate="%{text}<extra></extra>"
-            if text is not None
-            else "cell %{customdata}<extra></extra>",
-            showlegend=False,
-            name="cells",
-        )
-    )
-    for name, col in legend_items:
-        fig.add_trace(
-            go.Scattergl(
-                x=[None],
-                y=[None],
-                mode="markers",
-                marker={"size": 10, "color": col},
-                name=name,
-                showlegend=True,
-            )
-        )
-    hl = highlight or {}
+    return marker, legend_items
+
+
+def _highlight_traces(coords: np.ndarray, hover, hl: dict, *, point_size: float) -> list:
+    """Traces drawn over the cells: the selected group (rings), lines from the query to its partners, the
+    partners and the query itself; each carries the global cell index in ``customdata``."""
+    import plotly.graph_objects as go
+
+    traces = []
     group = np.asarray(hl.get("group", []), dtype=np.int64)
     if group.size:
         limit = max_drawn()
         g = group if group.size <= limit else group[draw_indices(group.size, limit)]
-        fig.add_trace(
+        traces.append(
             go.Scattergl(
                 x=coords[g, 0], y=coords[g, 1], mode="markers", customdata=g, name="selected",
                 marker={"size": point_size + 3, "color": "rgba(0,0,0,0)", "line": {"width": 1, "color": "#111"}},
@@ -148,13 +180,13 @@ def umap_figure(
         for p in partners:
             lx += [coords[q, 0], coords[p, 0], None]
             ly += [coords[q, 1], coords[p, 1], None]
-        fig.add_trace(
+        traces.append(
             go.Scattergl(x=lx, y=ly, mode="lines", line={"width": 1, "color": "rgba(20,20,20,0.45)"},
                          hoverinfo="skip", showlegend=False)
         )  # fmt: skip
     if partners.size:
         ptext = hover[partners] if hover is not None else None
-        fig.add_trace(
+        traces.append(
             go.Scattergl(
                 x=coords[partners, 0], y=coords[partners, 1], mode="markers", customdata=partners, name="top partners",
                 marker={"size": 11, "color": "#FFD400", "symbol": "circle", "line": {"width": 1.5, "color": "#111"}},
@@ -162,28 +194,14 @@ def umap_figure(
             )
         )  # fmt: skip
     if q is not None:
-        fig.add_trace(
+        traces.append(
             go.Scattergl(
                 x=[coords[q, 0]], y=[coords[q, 1]], mode="markers", customdata=[q], name="selected cell",
                 marker={"size": 18, "color": "#111", "symbol": "star", "line": {"width": 1.5, "color": "white"}},
                 text=None if hover is None else [hover[q]], hovertemplate="%{text}<extra></extra>", showlegend=True,
             )
         )  # fmt: skip
-    fig.update_layout(
-        title={"text": title, "x": 0.01, "font": {"size": 15}},
-        height=height,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        plot_bgcolor="white",
-        paper_bgcolor="white",
-        dragmode="pan",
-        legend={"itemsizing": "constant", "itemclick": False, "itemdoubleclick": False, "font": {"size": 11},
-                "bgcolor": "rgba(255,255,255,0.7)"},
-        xaxis={"title": "UMAP 1", "showgrid": False, "zeroline": False, "showticklabels": False},
-        yaxis={"title": "UMAP 2", "showgrid": False, "zeroline": False, "showticklabels": False},
-        hoverlabel={"font_size": 12},
-        uirevision="umap",
-    )  # fmt: skip
-    return fig
+    return traces
 
 
 def hover_text(joint, col: str) -> np.ndarray:

@@ -8,8 +8,9 @@ import mudata as md
 import numpy as np
 import pandas as pd
 
+from scclip._constants import EMBED_KEY
 from scclip.errors import ScclipError
-from scclip.explore.constants import EMBED_KEY, MODALITY_LABELS
+from scclip.explore.constants import MODALITY_LABELS
 
 
 @dataclass

@@ -125,7 +125,7 @@ class _Stopped(Exception):
     pass
 
 
-def _train_main(run_dir: Path) -> int:
+def train_main(run_dir: Path) -> int:
     """Entry point of the training subprocess (``python -m scclip.explore train RUN_DIR``)."""
     import scclip
     from scclip.io import read

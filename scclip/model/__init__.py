@@ -1,8 +1,15 @@
-"""The scCLIP network: sparse patch embeddings, one Transformer per modality, CLIP loss."""
+"""The scCLIP network (torch only; it never sees AnnData): sparse patch embeddings, one Transformer per
+modality, a shared projection, the CLIP loss, the structure term, and batched inference.
+
+The modules: ``config`` (:class:`ModelConfig`, presets), ``patch`` (sparse batches, patch embeddings),
+``encoder`` (pre-LN Transformer), ``clip`` (:class:`ScCLIP`, :class:`ClipLoss`), ``structure`` (within-modality
+structure term), ``init`` (SVD initialisation), ``encode`` (device, precision switch, :func:`encode_csr`).
+"""
 
 from __future__ import annotations
 
 from scclip.model.clip import ClipLoss, ScCLIP
 from scclip.model.config import PRESETS, ModelConfig, get_preset
+from scclip.model.encode import autocast, encode_csr, resolve_device
 
-__all__ = ["PRESETS", "ClipLoss", "ModelConfig", "ScCLIP", "get_preset"]
+__all__ = ["PRESETS", "ClipLoss", "ModelConfig", "ScCLIP", "autocast", "encode_csr", "get_preset", "resolve_device"]

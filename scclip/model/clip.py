@@ -13,8 +13,6 @@ from scclip.model.config import ModelConfig
 from scclip.model.encoder import ModalityEncoder
 from scclip.model.patch import SparseBatch
 
-MODALITIES = ("rna", "atac")
-
 
 class ScCLIP(nn.Module):
     """One encoder per modality projecting into a shared space, plus a learnable temperature.

@@ -1,0 +1,352 @@
+"""Explore: the joint RNA + ATAC UMAP, metrics, and cross-modal matches of a clicked cell or a selected group."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from scclip import explore
+from scclip.errors import ScclipError
+from webapp import common
+
+common.ensure_app()
+ss = st.session_state
+common.page_header(
+    "Explore",
+    "RNA and ATAC cells in one embedding space. Click a cell to see its closest cells in the other modality; "
+    "box- or lasso-select (plot toolbar) to summarise where a group's partners land.",
+)
+model, data = common.model_and_data()
+mdata = data["mdata"]
+if not {"rna", "atac"} <= set(mdata.mod):
+    st.warning(
+        f"**{data['label']}** has only {', '.join(explore.MODALITY_LABELS.get(m, m) for m in mdata.mod)} cells. "
+        "The joint views need RNA and ATAC: add the other modality on the **Data** page. (Single-modality data "
+        "can still be projected onto a reference on the **Zero-shot view** page.)",
+        icon=":material/info:",
+    )
+    st.page_link("webapp/pages/data.py", label="Go to Data", icon=":material/dataset:")
+    st.stop()
+
+joint = common.joint_for(model, data)
+if joint is None:
+    st.stop()
+emb = joint.info["embedded"]
+gap = (emb.uns.get("scclip") or {}).get("gap") or {}
+n_rna, n_atac = joint.n_rna, joint.n - joint.n_rna
+st.markdown(
+    f"**{data['label']}** &nbsp;·&nbsp; model **{model['name']}** &nbsp;·&nbsp; {n_rna:,} RNA + {n_atac:,} ATAC cells "
+    f"&nbsp;·&nbsp; {'paired (same cells in both modalities)' if joint.paired else 'unpaired (different cells)'}"
+    + ("" if not gap else f" &nbsp;·&nbsp; modality gap {'closed' if gap.get('closed') else 'not closed'}"),
+    unsafe_allow_html=True,
+)
+
+
+# --------------------------------------------------------------------------- selection events (before drawing)
+explore.apply_selection_events(ss, joint, ("umap_mod", "umap_col"))
+
+
+def _find_barcode() -> None:
+    text = ss.get("barcode_search", "").strip()
+    ss.pop("search_msg", None)
+    if not text:
+        return
+    hits = joint.find(text)
+    if hits.size == 0:
+        ss.search_msg = f"No cell with barcode {text!r} in this dataset."
+    else:
+        ss.query_cell = int(hits[0])
+        if hits.size > 1:
+            ss.search_msg = f"{text!r} exists in both modalities; showing its RNA profile."
+
+
+# --------------------------------------------------------------------------- controls
+colour_cols = joint.color_columns()
+labels = explore.label_columns(joint)
+default_col = explore.default_color_column(colour_cols)
+c1, c2, c3, c4 = st.columns([2.2, 1.1, 1.1, 2.2], vertical_alignment="bottom")
+color_by = c1.selectbox(
+    "Colour the right-hand plot by",
+    colour_cols,
+    index=colour_cols.index(default_col),
+    key="color_by",
+    help="Any cell annotation (obs column): cell type, batch, QC values, transferred labels…",
+)
+auto_size = float(np.clip(9 - 1.3 * np.log10(max(joint.n, 10)), 2, 7))
+point_size = c2.slider("Point size", 1.0, 12.0, round(auto_size, 1), 0.5, key="point_size")
+opacity = c3.slider("Opacity", 0.1, 1.0, 0.75, 0.05, key="opacity")
+c4.text_input(
+    "Find a cell by barcode",
+    key="barcode_search",
+    placeholder="e.g. " + str(joint.obs["barcode"].iloc[0]),
+    on_change=_find_barcode,
+)
+if ss.get("search_msg"):
+    c4.caption(f":orange[{ss.search_msg}]")
+
+values = joint.obs[color_by]
+mods_shown = st.pills(
+    "Modalities shown", ["RNA", "ATAC"], selection_mode="multi", default=["RNA", "ATAC"], key="mods_shown"
+) or ["RNA", "ATAC"]
+visible = np.isin(joint.modality, mods_shown)
+if explore.is_categorical(values) and color_by != "modality":
+    cats = list(explore.category_colors(values))
+    if values.isna().any():
+        cats.append("(missing)")
+    with st.expander(f"Show / hide {color_by} categories ({len(cats)})", expanded=False):
+        if len(cats) <= 40:
+            shown = st.pills(color_by, cats, selection_mode="multi", default=cats, key=f"cats_{color_by}",
+                             label_visibility="collapsed")  # fmt: skip
+        else:
+            shown = st.multiselect(
+                color_by, cats, default=cats, key=f"cats_{color_by}", label_visibility="collapsed"
+            )
+    shown = shown if shown else cats
+    vals = values.astype(object).where(values.notna(), "(missing)").astype(str).to_numpy()
+    visible &= np.isin(vals, shown)
+ss._visible_mask = visible
+
+# --------------------------------------------------------------------------- matches of the query cell
+q = ss.get("query_cell")
+if q is not None and q >= joint.n:
+    q = ss.query_cell = None
+k = int(ss.get("top_k", 10))
+table = explore.partners_table(joint, q, k=k, labels=labels) if q is not None else None
+group = ss.get("group_cells")
+highlight = {
+    "query": q,
+    "partners": [] if table is None else table["cell_index"].to_numpy(),
+    "group": [] if group is None else group,
+}
+
+# --------------------------------------------------------------------------- the two UMAPs
+drawn = explore.draw_indices(joint.n, mask=visible)
+if drawn.size < visible.sum():
+    st.caption(
+        f"Drawing a random {drawn.size:,} of {int(visible.sum()):,} cells for speed; selections and matches use "
+        "all cells."
+    )
+obs = joint.obs
+
+plot_cfg = {"displaylogo": False, "scrollZoom": True, "modeBarButtonsToRemove": ["autoScale2d"],
+            "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "scclip_umap"}}  # fmt: skip
+left, right = st.columns(2, gap="medium")
+with left:
+    fig = explore.umap_figure(
+        joint.umap, obs["modality"], drawn, hover=explore.hover_text(joint, "modality"), title="Coloured by modality (mixing)",
+        point_size=point_size, opacity=opacity, highlight=highlight,
+    )  # fmt: skip
+    st.plotly_chart(
+        fig, key="umap_mod", on_select="rerun", selection_mode=("points", "box", "lasso"), config=plot_cfg
+    )
+with right:
+    fig = explore.umap_figure(
+        joint.umap, values, drawn, hover=explore.hover_text(joint, color_by), title=f"Coloured by {color_by}",
+        point_size=point_size, opacity=opacity, highlight=highlight, colorbar_title=color_by,
+    )  # fmt: skip
+    st.plotly_chart(
+        fig, key="umap_col", on_select="rerun", selection_mode=("points", "box", "lasso"), config=plot_cfg
+    )
+
+
+# --------------------------------------------------------------------------- metric panel
+with st.container(border=True):
+    h1, h2 = st.columns([3, 1.3], vertical_alignment="center")
+    h1.markdown("**Embedding quality**")
+    metric_label = h2.selectbox("Cell-type column for ASW / label transfer", [None, *labels],
+                                index=(labels.index(default_col) + 1) if default_col in labels else 0,
+                                key="metric_label", label_visibility="collapsed",
+                                format_func=lambda x: "no cell-type column" if x is None else f"cell types: {x}")  # fmt: skip
+    if joint.n <= 40_000 or ss.get(f"metrics_go_{metric_label}"):
+        with st.spinner("Scoring the embedding…"):
+            try:
+                res = explore.embedding_metrics(joint, metric_label, temperature=model["model"].temperature)
+            except ScclipError as err:
+                common.show_error(err, "Metrics")
+                res = None
+        if res is not None:
+            shown_metrics = explore.METRIC_PANEL
+            cols = st.columns(len(shown_metrics))
+            for col, (key, name, helptext, _lower) in zip(cols, shown_metrics, strict=True):
+                v = res.get(key)
+                why = res.get("reasons", {}).get(key)
+                col.metric(
+                    name,
+                    "—" if v is None else f"{v:.3f}",
+                    help=helptext + (f"\n\nNot computed: {why}" if why else ""),
+                )
+            if joint.paired:
+                st.caption("FOSCTTM: lower is better (random = 0.5). Other scores: higher is better.")
+    else:
+        st.button(
+            "Compute metrics", key=f"metrics_go_{metric_label}", help="Large dataset: scoring takes a while."
+        )
+
+# --------------------------------------------------------------------------- matches panel
+st.markdown("### Cross-modal matches")
+if q is None:
+    st.info(
+        "Click a cell on either plot, or find it by barcode above, to list its closest cells in the other "
+        "modality. Use the **box** or **lasso** tool in the plot toolbar to select a group.",
+        icon=":material/touch_app:",
+    )
+else:
+    bc, mod = obs["barcode"].iloc[q], obs["modality"].iloc[q]
+    other = "ATAC" if mod == "RNA" else "RNA"
+    lab_txt = " · ".join(f"{c}: **{obs[c].iloc[q]}**" for c in labels[:3] if pd.notna(obs[c].iloc[q]))
+    top = st.columns([4, 1.2, 0.8], vertical_alignment="bottom")
+    top[0].markdown(f"Selected cell **`{bc}`** ({mod}) {('· ' + lab_txt) if lab_txt else ''}")
+    top[1].number_input("Partners (k)", 1, 100, value=k, key="top_k")
+    if top[2].button("Clear", key="clear_query"):
+        ss.query_cell = None
+        st.rerun()
+    sims = explore.similarities(joint, q)
+    rank = explore.true_partner_rank(joint, q, sims) if joint.paired else None
+    tcol, hcol = st.columns([1.35, 1], gap="medium")
+    with tcol:
+        st.markdown(f"**Top {len(table)} {other} partners** of `{bc}`")
+        st.table(explore.partners_display(table))
+        st.download_button(
+            "Download these matches (CSV)",
+            table.assign(query_barcode=bc, query_modality=mod).to_csv(index=False).encode(),
+            file_name=f"scclip_matches_{bc}.csv",
+            mime="text/csv",
+            icon=":material/download:",
+        )
+    with hcol:
+        if rank is not None:
+            n_other = len(sims)
+            m1, m2 = st.columns(2)
+            m1.metric(
+                "Rank of the true partner",
+                f"{rank:,} of {n_other:,}",
+                help="1 = the same cell's other modality is its closest match.",
+            )
+            m2.metric(
+                "Cells closer than the partner",
+                f"{(rank - 1) / max(n_other - 1, 1):.1%}",
+                help="This cell's FOSCTTM.",
+            )
+        kth = float(table["similarity"].min())
+        sp = float(sims[int(joint.partner[q]) - joint.other(q)[0]]) if rank is not None else None
+        hist = explore.similarity_histogram(sims, kth=kth, partner=sp, barcode=bc, other=other)
+        st.plotly_chart(hist, key="sim_hist", config={"displaylogo": False})
+        st.caption(
+            f":orange[dashed line]: the {len(table)}th best match"
+            + ("; **black line**: the true partner (same cell)." if rank is not None else ".")
+        )
+
+if group is not None and len(group):
+    st.markdown(f"#### Selected group: {len(group):,} cells")
+    g1, g2, g3 = st.columns([1.2, 1, 0.6], vertical_alignment="bottom")
+    comp_label = g1.selectbox("Summarise by", labels or ["modality"], key="comp_label")
+    gk = g2.number_input("Partners per cell", 1, 50, 1, key="group_k")
+    if g3.button("Clear group", key="clear_group"):
+        ss.group_cells = None
+        st.rerun()
+    partners = explore.group_partners(joint, group, k=int(gk))
+    comp = explore.composition(joint, group, partners, comp_label)
+    mods = pd.Series(joint.modality[group]).value_counts()
+    st.caption(
+        "Selected: "
+        + ", ".join(f"{v:,} {m}" for m, v in mods.items())
+        + f" · {len(partners):,} partners in the other modality (top {gk} each)."
+    )
+    cc1, cc2 = st.columns([1.4, 1])
+    bars = explore.composition_figure(comp, comp_label)
+    cc1.plotly_chart(bars, key="comp_bars", config={"displaylogo": False})
+    cc2.dataframe(comp.style.format("{:.1%}"), height=320)
+
+# --------------------------------------------------------------------------- one-to-one and label transfer
+st.markdown("### Matching and label transfer")
+st.caption(
+    "For unpaired data (RNA and ATAC from different cells): pair cells one-to-one, or carry cell-type labels "
+    "from one modality to the other. On paired data the true pairs show how well it works."
+)
+t1, t2 = st.tabs(["Label transfer", "One-to-one matching"])
+with t1:
+    if not labels:
+        st.info("No categorical annotation (obs column) to transfer: load data with cell types.")
+    else:
+        a1, a2, a3, a4 = st.columns([1.3, 1.2, 0.8, 1], vertical_alignment="bottom")
+        tl = a1.selectbox(
+            "Label column",
+            labels,
+            index=labels.index(default_col) if default_col in labels else 0,
+            key="tl_label",
+        )
+        has = {m: bool(obs.loc[obs["modality"] == m, tl].notna().any()) for m in ("RNA", "ATAC")}
+        sources = [m for m in ("RNA", "ATAC") if has[m]]
+        src = (
+            a2.selectbox(
+                "From",
+                sources,
+                format_func=lambda m: f"{m} -> {'ATAC' if m == 'RNA' else 'RNA'}",
+                key="tl_src",
+            )
+            if sources
+            else None
+        )
+        tk = a3.number_input("Neighbours", 1, 100, 15, key="tl_k")
+        if src and a4.button("Transfer labels", type="primary", key="tl_go"):
+            try:
+                res = explore.transfer(joint, tl, source=src, k=int(tk))
+                explore.store_transfer(joint, tl, src, res)
+                st.rerun()  # the new columns appear in the colour menu above
+            except ScclipError as err:
+                common.show_error(err, "Label transfer")
+        tr = joint.info.get("transfer")
+        if tr:
+            res = tr["table"]
+            b1, b2, b3 = st.columns(3)
+            b1.metric("Cells labelled", f"{len(res):,}")
+            b2.metric(
+                "Median confidence",
+                f"{res['confidence'].median():.2f}",
+                help="Share of the k neighbours that voted for the winning label.",
+            )
+            if "correct" in res and res["correct"].notna().any():
+                b3.metric(
+                    "Agreement with their own labels", f"{res['correct'].dropna().astype(float).mean():.1%}"
+                )
+            st.caption(
+                f"Colour the plot by **transferred {tr['label']}** or **transfer confidence** (menu above) to see them on the UMAP."
+            )
+            st.dataframe(res.drop(columns=["cell_index"]), height=260, hide_index=True,
+                         column_config={"confidence": st.column_config.ProgressColumn("confidence", min_value=0, max_value=1, format="%.2f")})  # fmt: skip
+            st.download_button("Download transferred labels (CSV)", res.to_csv(index=False).encode(),
+                               file_name=f"scclip_transfer_{tr['label']}.csv", mime="text/csv", icon=":material/download:")  # fmt: skip
+with t2:
+    o1, o2 = st.columns([1, 3], vertical_alignment="bottom")
+    method = o1.selectbox("Method", ["auto", "hungarian", "greedy", "sinkhorn"], key="o2o_method",
+                          help="auto: exact Hungarian up to 10,000 x 10,000 cells, else greedy.")  # fmt: skip
+    if o2.button("Match cells one-to-one", key="o2o_go"):
+        with st.spinner("Matching…"):
+            try:
+                joint.info["o2o"] = explore.one_to_one_table(joint, method=method)
+            except (ScclipError, *common.OOM) as err:
+                common.show_error(err, "One-to-one matching")
+    res = joint.info.get("o2o")
+    if res is not None:
+        d1, d2, d3 = st.columns(3)
+        d1.metric("Pairs", f"{len(res):,}")
+        d2.metric("Mean similarity", f"{res['similarity'].mean():.3f}")
+        if "true pair" in res:
+            d3.metric("Pairs that are the same cell", f"{res['true pair'].mean():.1%}")
+        st.caption(f"Method: {res.attrs.get('method', method)}")
+        st.dataframe(res, height=260, hide_index=True)
+        st.download_button("Download pairs (CSV)", res.to_csv(index=False).encode(), file_name="scclip_one_to_one.csv",
+                           mime="text/csv", icon=":material/download:")  # fmt: skip
+
+# --------------------------------------------------------------------------- downloads
+st.markdown("### Downloads")
+dl1, dl2, dl3 = st.columns(3)
+dl1.download_button("Embeddings (.h5mu)", lambda: explore.h5mu_bytes(emb, joint), file_name="scclip_embedding.h5mu",
+                    mime="application/octet-stream", icon=":material/download:", key="dl_h5mu",
+                    help="obsm['X_scclip'] (and the raw embedding) plus obsm['X_umap'] per modality.")  # fmt: skip
+dl2.download_button("UMAP coordinates (.csv)", lambda: explore.umap_csv(joint), file_name="scclip_umap.csv",
+                    mime="text/csv", icon=":material/download:", key="dl_umap")  # fmt: skip
+dl3.download_button("Top-10 matches of every cell (.csv)", lambda: explore.matches_csv(joint), file_name="scclip_matches.csv",
+                    mime="text/csv", icon=":material/download:", key="dl_matches")  # fmt: skip
+st.caption("Figures: use the camera icon in each plot's toolbar to save a PNG.")
