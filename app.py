@@ -54,6 +54,10 @@ nav = st.navigation(
         ]
     }
 )
-common.preload_defaults()
+if st.session_state.get("data") is None:  # a new session: say what happens while the defaults load
+    loading = st.empty()
+    loading.info("Loading the model and the demo dataset…", icon=":material/hourglass_top:")
+    common.preload_defaults()
+    loading.empty()
 common.sidebar_summary()
 nav.run()

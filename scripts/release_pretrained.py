@@ -99,16 +99,17 @@ def main(argv: list[str] | None = None) -> None:
             keep = ~mdata["rna"].obs["batch"].astype(str).isin(drop).to_numpy()
             mdata = md.MuData({m: mdata[m][keep].copy() for m in ("rna", "atac")})
         model.centroids = cell_type_centroids(model, mdata, label_key=args.label_key)
-    card = render_model_card(model, name=args.name)
+    notes = ""
     if args.zero_shot is not None:
         blocks = json.loads(args.zero_shot.read_text())["models"]
         key = args.zero_shot_key or (next(iter(blocks)) if len(blocks) == 1 else None)
         if key is None:
             raise SystemExit(f"--zero-shot holds several models {list(blocks)}; pass --zero-shot-key")
         model.summary["zero_shot"] = blocks[key]
-        card += "\n" + zero_shot_section(blocks[key])
+        notes += zero_shot_section(blocks[key]) + "\n"
     if args.card_notes is not None:
-        card += "\n" + args.card_notes.read_text()
+        notes += args.card_notes.read_text()
+    card = render_model_card(model, name=args.name, notes=notes)
     out = model.save_pretrained(args.out_root / args.name, card=card)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     print(f"wrote {out} ({size:.1f} MB)")

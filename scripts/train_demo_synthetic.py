@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     model.summary = dict(model.summary)
     model.summary["intended_use"] = "offline demo and tests only (simulated data)"
     model.centroids = cell_type_centroids(model, data, label_key="cell_type")
-    card = render_model_card(model, name="demo-synthetic") + "\n" + NOTES
+    card = render_model_card(model, name="demo-synthetic", notes=NOTES)
     out = model.save_pretrained(args.out_root / "demo-synthetic", card=card)
     val = model.summary.get("validation", {})
     print(f"wrote {out} in {time.perf_counter() - t0:.0f} s; validation {val}")

@@ -166,7 +166,8 @@ def test_zero_shot_view_builds(app_env):
     at.button(key="zs_go").click().run()
     _ok(at)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Query cells"] == "600"
+    assert metrics["Query"] == "300 cells (RNA + ATAC)"  # a paired cell counts once (not 600 profiles)
+    assert metrics["Reference"].endswith("cells (RNA + ATAC)")
     assert float(metrics["Agrees with the query's own labels"].rstrip("%")) > 20
 
 
@@ -179,6 +180,8 @@ def test_train_page_estimate_and_start(app_env):
     at.text_input(key="train_name").input("apptest").run()
     at.button(key="train_start").click().run()
     assert not at.exception
+    assert at.selectbox(key="train_view").value == "apptest"  # the Run panel shows the run just started
+    assert not any("emoji" in m.value for m in at.markdown)
     run = app_env / "runs" / "apptest"
     assert (run / "job.json").is_file()
     deadline = time.time() + 120  # let the background process finish before the fixture folder goes

@@ -187,7 +187,7 @@ def test_click_a_cell_shows_its_library_partners(playwright_api, app_fixture):
                 wait_idle(page)
                 if name == "zero_shot":
                     page.get_by_role("button", name="Build the zero-shot view").click()
-                    page.get_by_text("Query cells").wait_for(timeout=120_000)
+                    page.get_by_text("Median confidence").wait_for(timeout=120_000)
                     wait_idle(page)
                     page.wait_for_timeout(1000)
                 page.screenshot(path=str(ARTIFACTS / f"{name}.png"))

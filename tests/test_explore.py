@@ -100,10 +100,11 @@ def test_points_in_polygon_square_and_concave():
 def test_draw_indices_stable_subset():
     a = explore.draw_indices(1000, 100)
     b = explore.draw_indices(1000, 100)
-    assert a.tolist() == b.tolist() and len(a) == 100 and np.all(np.diff(a) > 0)
+    # stable, distinct; drawn in a seeded random order (not index order: see the interleaving test below)
+    assert a.tolist() == b.tolist() and len(a) == 100 and len(np.unique(a)) == 100
     mask = np.zeros(1000, dtype=bool)
     mask[:50] = True
-    assert explore.draw_indices(1000, 100, mask=mask).tolist() == list(range(50))
+    assert sorted(explore.draw_indices(1000, 100, mask=mask).tolist()) == list(range(50))
 
 
 def test_max_drawn_from_environment_and_selections_still_cover_all(monkeypatch):
@@ -375,3 +376,113 @@ def test_stop_training_and_failed_run(env):
     assert explore.estimate_train_seconds(6000, 20, "default", cuda=False) > explore.estimate_train_seconds(
         6000, 20, "default", cuda=True
     )
+
+
+def test_cells_are_drawn_in_a_seeded_interleaved_order():
+    """RNA cells come first in a Joint, ATAC after: drawn in index order, ATAC would paint over RNA."""
+    drawn = explore.draw_indices(1000)
+    assert sorted(drawn.tolist()) == list(range(1000))
+    assert drawn.tolist() != list(range(1000))  # not index order
+    first_half = drawn[:500]
+    assert 200 < (first_half < 500).sum() < 300  # both "modalities" throughout the drawing order
+    np.testing.assert_array_equal(drawn, explore.draw_indices(1000))  # the same for every colouring
+    sub = explore.draw_indices(1000, 100)
+    assert len(sub) == 100 and len(set(sub.tolist())) == 100
+
+
+def test_a_selected_group_fades_the_other_cells_instead_of_covering_its_own(joint):
+    drawn = explore.draw_indices(joint.n)
+    group = np.arange(10, 40)
+    fig = explore.umap_figure(joint.umap, joint.obs["cell_type"], drawn, highlight={"group": group})
+    cells = next(t for t in fig.data if t.name == "cells")
+    assert sorted(drawn[list(cells.selectedpoints)].tolist()) == group.tolist()
+    assert cells.unselected.marker.opacity < 0.5 and cells.selected.marker.opacity == 1.0
+    assert not any(t.name == "selected" for t in fig.data)  # no ring trace over the selected cells' colours
+    plain = explore.umap_figure(joint.umap, joint.obs["cell_type"], drawn)
+    assert next(t for t in plain.data if t.name == "cells").selectedpoints is None
+
+
+def test_composition_legend_does_not_overlap_the_title():
+    comp = pd.DataFrame({"selected cells": [0.5, 0.5], "their partners": [0.4, 0.6]}, index=["a", "b"])
+    fig = explore.composition_figure(comp, "cell_type")
+    assert fig.layout.legend.orientation == "v" and fig.layout.legend.x > 1  # beside the plot, not above it
+
+
+def test_time_left_follows_the_step_rate_not_the_start_up():
+    """A 12 s job: 10 s of start-up, then 10 steps/s. The old estimate (elapsed x (1 - f) / f) said ~13 s."""
+    prog = {"epochs": 2, "steps_per_epoch": 10, "elapsed": 10.8,
+            "steps": [{"step": 1, "elapsed": 10.0}, {"step": 5, "elapsed": 10.4}, {"step": 9, "elapsed": 10.8}]}  # fmt: skip
+    assert explore.time_left(prog) == pytest.approx(1.1, abs=0.01)
+    assert explore.time_left({**prog, "steps": prog["steps"][:1]}) is None  # no rate yet
+    assert explore.time_left({**prog, "elapsed": 30.0}) == 0.0  # overdue: never negative
+
+
+@pytest.mark.parametrize("values", [[0.0071, 0.0074, 0.0072], [0.1, 0.5], [0.30, 0.3004], [0.2, 0.2]])
+def test_percent_ticks_print_distinct_labels(values):
+    fmt = explore.percent_tickformat(values)
+    decimals = int(fmt[1:-1])
+    lo, hi = min(values), max(values)
+    if hi > lo:
+        ticks = np.linspace(lo, hi, 5)
+        labels = [f"{t * 100:.{decimals}f}%" for t in ticks]
+        assert len(set(labels)) == 5, labels
+    assert 0 <= decimals <= 4
+
+
+def test_run_status_icons_are_material_symbols():
+    for status in ("starting", "running", "done", "stopped", "failed"):
+        icon, color = explore.RUN_STATUS_ICONS[status]
+        assert icon.isascii() and icon.replace("_", "").isalpha() and color.isalpha()
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint(env):
+    """Stopped after epoch 1 of 3 (checkpoints, no model): Resume continues in the background to a model."""
+    import scclip
+    from scclip.datasets import synthetic_multiome
+
+    run = env / "runs" / "resumable"
+    run.mkdir(parents=True)
+    data = run / "train_data.h5mu"
+    synthetic_multiome(200, seed=1).write(data)
+    spec = {"data": {"path": str(data)}, "preset": "tiny", "val_size": 0.2,
+            "train_config": {"epochs": 3, "batch_size": 64, "device": "cpu"}}  # fmt: skip
+    (run / "job.json").write_text(json.dumps(spec))
+
+    def stop_after_first_epoch(ev):
+        if ev["event"] == "epoch":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        scclip.train(str(data), out_dir=run, model_config="tiny", train_config=spec["train_config"],
+                     val_size=0.2, progress=stop_after_first_epoch)  # fmt: skip
+    (run / "progress.json").write_text(json.dumps({"status": "stopped", "history": []}))
+    assert not (run / "model").exists()
+    explore.resume_training(run)
+    deadline = time.time() + 120
+    while time.time() < deadline and explore.read_progress(run).get("status") in ("starting", "running"):
+        time.sleep(0.5)
+    prog = explore.read_progress(run)
+    assert prog["status"] == "done", (prog, (run / "train.log").read_text()[-2000:])
+    summary = json.loads((run / "model" / "summary.json").read_text())
+    assert summary["epochs_run"] == 3  # epochs 2 and 3 ran after the resume
+    with pytest.raises(ScclipError, match="no checkpoint"):
+        (env / "runs" / "empty").mkdir()
+        (env / "runs" / "empty" / "job.json").write_text(json.dumps(spec))
+        explore.resume_training(env / "runs" / "empty")
+
+
+def test_qc_columns_are_offered_for_colouring():
+    import scclip
+    from scclip.datasets import synthetic_multiome
+
+    mdata = synthetic_multiome(120, seed=3)
+    emb = scclip.embed(scclip.load_pretrained("demo-synthetic"), mdata)
+    joint = explore.add_qc(explore.joint_from_embedded(emb), mdata)
+    cols = joint.color_columns()
+    for col in ("RNA counts", "RNA genes detected", "ATAC counts", "ATAC peaks detected"):
+        assert col in cols and not joint.obs[col].isna().any()  # paired: both profiles of a cell get it
+    rna_counts = np.asarray(mdata["rna"].X.sum(axis=1)).ravel()
+    np.testing.assert_allclose(joint.obs["RNA counts"].to_numpy()[: joint.n_rna], rna_counts)
+    np.testing.assert_allclose(joint.obs["RNA counts"].to_numpy()[joint.n_rna:], rna_counts)  # same barcodes
+    detected = np.diff(mdata["atac"].X.tocsr().indptr)
+    np.testing.assert_array_equal(joint.obs["ATAC peaks detected"].to_numpy()[joint.n_rna:], detected)

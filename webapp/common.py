@@ -145,6 +145,23 @@ def set_data(
     reset_selection()
 
 
+def accept_data(mdata, model: dict | None, *, label: str, source: str, fp: str | None = None, notes=()) -> bool:
+    """Make ``mdata`` the session's dataset only if ``model`` can embed it.
+
+    A refused dataset (wrong species or assembly, no feature in common) leaves the previous dataset in place:
+    ``st.session_state.refused`` then holds it, its label and the plain-words reason
+    (:func:`scclip.explore.refusal`) for the Data page, and the Train page can train a model on it.
+    """
+    summary = explore.validation_summary(mdata, model["model"] if model else None)
+    refused = explore.refusal(summary, model["model"] if model else None)
+    if refused is not None:
+        st.session_state.refused = {**refused, "mdata": mdata, "label": label, "notes": list(notes)}
+        return False
+    st.session_state.pop("refused", None)
+    set_data(mdata, label=label, source=source, fp=fp, notes=notes)
+    return True
+
+
 def model_and_data() -> tuple[dict, dict]:
     """The session's model and dataset for a page that needs both; stops the page (after saying why) if not."""
     model = current_model()
@@ -213,7 +230,7 @@ def joint_for(model: dict, data: dict, *, run: bool = True):
             bar.progress(
                 0.5, text=f"Embedded in {t1 - t0:.1f} s{' (from cache)' if cached else ''}. Joint UMAP…"
             )
-            joint = explore.joint_from_embedded(emb)
+            joint = explore.add_qc(explore.joint_from_embedded(emb), mdata)
             joint.umap, ucached = explore.umap_cached(joint.Z, key=f"{model['fp']}-{data['fp']}")
             t2 = time.perf_counter()
             bar.progress(1.0, text=f"UMAP in {t2 - t1:.1f} s{' (from cache)' if ucached else ''}.")

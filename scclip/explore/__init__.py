@@ -58,7 +58,7 @@ from scclip.explore.figures import (
     similarity_histogram,
     umap_figure,
 )
-from scclip.explore.joint import Joint, default_color_column, joint_from_embedded
+from scclip.explore.joint import QC_COLUMNS, Joint, add_qc, default_color_column, joint_from_embedded
 from scclip.explore.locations import cache_dir, data_dir, device_description, runs_dir
 from scclip.explore.matches import (
     composition,
@@ -83,20 +83,32 @@ from scclip.explore.selection import (
 from scclip.explore.training_runner import (
     CPU_CELLS_PER_SECOND,
     GPU_SPEEDUP,
+    RUN_STATUS_ICONS,
     estimate_train_seconds,
     list_runs,
+    percent_tickformat,
     read_progress,
+    resume_training,
     start_training,
     stop_training,
+    time_left,
 )
 from scclip.explore.uploads import (
     UPLOAD_SUFFIXES,
+    data_genome,
     max_upload_bytes,
     read_files,
     read_uploads,
+    refusal,
     validation_summary,
 )
-from scclip.explore.zero_shot import load_reference, nearest_centroid, parse_centroids, reference_file
+from scclip.explore.zero_shot import (
+    cell_count_text,
+    load_reference,
+    nearest_centroid,
+    parse_centroids,
+    reference_file,
+)
 
 __all__ = [
     "CPU_CELLS_PER_SECOND",
@@ -110,20 +122,25 @@ __all__ = [
     "MODEL_ZIP_MAX_BYTES",
     "MODEL_ZIP_SUFFIXES",
     "PALETTE",
+    "QC_COLUMNS",
     "REPO",
+    "RUN_STATUS_ICONS",
     "SNARE_FILE",
     "SNARE_TEST_LIBRARIES",
     "UPLOAD_SUFFIXES",
     "Demo",
     "Joint",
+    "add_qc",
     "apply_selection_events",
     "cache_dir",
     "cache_file",
     "category_colors",
+    "cell_count_text",
     "composition",
     "composition_figure",
     "compute_umap",
     "data_dir",
+    "data_genome",
     "dataset_fingerprint",
     "default_choice",
     "default_color_column",
@@ -150,11 +167,14 @@ __all__ = [
     "parse_centroids",
     "partners_display",
     "partners_table",
+    "percent_tickformat",
     "points_in_polygon",
     "read_files",
     "read_progress",
     "read_uploads",
     "reference_file",
+    "refusal",
+    "resume_training",
     "runs_dir",
     "safe_extract_model_zip",
     "selection_signature",
@@ -165,6 +185,7 @@ __all__ = [
     "stop_training",
     "store_transfer",
     "synthetic_cells",
+    "time_left",
     "transfer",
     "true_partner_rank",
     "umap_cached",

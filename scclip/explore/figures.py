@@ -16,14 +16,17 @@ def draw_indices(
     """Global indices to draw: all (visible) cells, or a fixed random subset of ``max_points`` of them
     (default :func:`~scclip.explore.constants.max_drawn`: ``$SCCLIP_MAX_DRAWN`` or 150,000).
 
-    The subset is the same for every colouring (a fixed permutation), so recolouring never reshuffles cells.
-    Only drawing is limited: selections resolve to every cell (:func:`scclip.explore.selection_to_cells`).
+    The cells come in a seeded random order, which is also the drawing order: RNA and ATAC cells (stacked one
+    modality after the other) interleave, so neither is painted over the other and mixing stays visible. The
+    subset and the order are the same for every colouring (a fixed permutation), so recolouring never
+    reshuffles cells. Only drawing is limited: selections resolve to every cell
+    (:func:`scclip.explore.selection_to_cells`).
     """
     max_points = max_drawn() if max_points is None else max_points
     order = np.random.default_rng(seed).permutation(n)
     if mask is not None:
         order = order[mask[order]]
-    return np.sort(order[:max_points]) if order.size > max_points else np.sort(order)
+    return order[:max_points]
 
 
 def category_colors(values: pd.Series) -> dict[str, str]:
@@ -102,6 +105,10 @@ def umap_figure(
                 showlegend=True,
             )
         )
+    group = np.asarray((highlight or {}).get("group", []), dtype=np.int64)
+    if group.size:  # the selected cells keep their colours, the others fade (no rings over the colours)
+        fig.data[0].update(selectedpoints=np.flatnonzero(np.isin(drawn, group)),
+                           selected={"marker": {"opacity": 1.0}}, unselected={"marker": {"opacity": 0.1}})  # fmt: skip
     for trace in _highlight_traces(coords, hover, highlight or {}, point_size=point_size):
         fig.add_trace(trace)
     fig.update_layout(
@@ -157,22 +164,11 @@ def _cell_marker(values, v: pd.Series, colors, *, point_size: float, opacity: fl
 
 
 def _highlight_traces(coords: np.ndarray, hover, hl: dict, *, point_size: float) -> list:
-    """Traces drawn over the cells: the selected group (rings), lines from the query to its partners, the
-    partners and the query itself; each carries the global cell index in ``customdata``."""
+    """Traces drawn over the cells: lines from the query to its partners, the partners and the query itself;
+    each carries the global cell index in ``customdata`` (a selected group is shown by fading the other cells)."""
     import plotly.graph_objects as go
 
     traces = []
-    group = np.asarray(hl.get("group", []), dtype=np.int64)
-    if group.size:
-        limit = max_drawn()
-        g = group if group.size <= limit else group[draw_indices(group.size, limit)]
-        traces.append(
-            go.Scattergl(
-                x=coords[g, 0], y=coords[g, 1], mode="markers", customdata=g, name="selected",
-                marker={"size": point_size + 3, "color": "rgba(0,0,0,0)", "line": {"width": 1, "color": "#111"}},
-                hoverinfo="skip", showlegend=True,
-            )
-        )  # fmt: skip
     partners = np.asarray(hl.get("partners", []), dtype=np.int64)
     q = hl.get("query")
     if q is not None and partners.size:
@@ -257,8 +253,9 @@ def composition_figure(comp: pd.DataFrame, label: str):
     for name, color in (("selected cells", "#7f8c8d"), ("their partners", "#e4572e")):
         bars.add_trace(go.Bar(x=comp.index.astype(str), y=comp[name], name=name, marker_color=color))
     bars.update_layout(
-        barmode="group", height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10}, plot_bgcolor="white",
-        yaxis={"title": "fraction", "tickformat": ".0%"}, legend={"orientation": "h", "y": 1.12},
-        title={"text": f"{label} of the group and of where its partners land", "font": {"size": 13}},
+        barmode="group", height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10}, plot_bgcolor="white",
+        yaxis={"title": "fraction", "tickformat": ".0%"},
+        legend={"orientation": "v", "yanchor": "top", "y": 1.0, "xanchor": "left", "x": 1.01},
+        title={"text": f"{label} of the group and of where its partners land", "font": {"size": 13}, "y": 0.97},
     )  # fmt: skip
     return bars

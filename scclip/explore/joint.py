@@ -102,3 +102,33 @@ def joint_from_embedded(emb: md.MuData, *, key: str = EMBED_KEY) -> Joint:
         partner[n_rna + pos[ok]] = ok
     info = dict(emb.uns.get("scclip", {}))
     return Joint(np.concatenate(Zs), obs, n_rna, paired, partner, info=info)
+
+
+#: QC columns added by :func:`add_qc`, per modality: (total counts, features detected).
+QC_COLUMNS = {"rna": ("RNA counts", "RNA genes detected"), "atac": ("ATAC counts", "ATAC peaks detected")}
+
+
+def add_qc(joint: Joint, mdata: md.MuData) -> Joint:
+    """Per-cell QC of the input counts as colourable obs columns: each modality's total counts and detected
+    features (:data:`QC_COLUMNS`). A cell's RNA values also label its ATAC profile when the data are paired
+    (same barcode); other cells stay empty (drawn grey)."""
+    import scipy.sparse as sp
+
+    barcodes = joint.obs["barcode"].astype(str).to_numpy()
+    for m, (counts_col, detected_col) in QC_COLUMNS.items():
+        if m not in mdata.mod:
+            continue
+        X = mdata[m].X
+        X = X.tocsr() if sp.issparse(X) else sp.csr_matrix(np.asarray(X))
+        totals = pd.Series(np.asarray(X.sum(axis=1)).ravel(), index=mdata[m].obs_names.astype(str))
+        detected = pd.Series(np.diff(X.indptr), index=totals.index)
+        own = joint.modality == MODALITY_LABELS[m]
+        rows = np.ones(joint.n, dtype=bool) if joint.paired else own
+        for col, values in ((counts_col, totals), (detected_col, detected)):
+            out = np.full(joint.n, np.nan)
+            if values.index.is_unique:
+                out[rows] = values.reindex(barcodes[rows]).to_numpy(dtype=float)
+            else:  # duplicated barcodes: only each modality's own rows, in order
+                out[own] = values.to_numpy(dtype=float)[: own.sum()]
+            joint.obs[col] = out
+    return joint

@@ -12,6 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from scclip.errors import ScclipError
 from scclip.explore.demos import load_demo
 from scclip.explore.locations import runs_dir
@@ -19,6 +22,43 @@ from scclip.explore.locations import runs_dir
 #: Rough CPU training throughput (cells per second, 2 busy cores) per preset, for the time estimate.
 CPU_CELLS_PER_SECOND = {"tiny": 3000.0, "default": 320.0, "paper-per-patch": 40.0, "paper": 60.0}
 GPU_SPEEDUP = 15.0
+
+
+#: Material icon and colour of each run status (Streamlit ships the icon font; emoji need one on the client).
+RUN_STATUS_ICONS = {
+    "starting": ("hourglass_top", "orange"),
+    "running": ("sync", "blue"),
+    "done": ("check_circle", "green"),
+    "finished": ("check_circle", "green"),
+    "stopped": ("stop_circle", "gray"),
+    "failed": ("error", "red"),
+}
+
+
+def time_left(prog: dict, *, window: int = 20) -> float | None:
+    """Seconds left of a running training, from the step rate of its last ``window`` step records (start-up,
+    data loading and validation before them do not count); None before two step records exist."""
+    steps = prog.get("steps") or []
+    total = (prog.get("epochs") or 0) * (prog.get("steps_per_epoch") or 0)
+    if len(steps) < 2 or not total:
+        return None
+    a, b = steps[-min(window, len(steps))], steps[-1]
+    if b["step"] <= a["step"] or b["elapsed"] <= a["elapsed"]:
+        return None
+    rate = (b["step"] - a["step"]) / (b["elapsed"] - a["elapsed"])  # steps per second
+    since = max(0.0, float(prog.get("elapsed", b["elapsed"])) - b["elapsed"])
+    return max(0.0, (total - b["step"]) / rate - since)
+
+
+def percent_tickformat(values) -> str:
+    """A d3 percent format with enough decimals that ~5 ticks over ``values``' range print differently
+    (``.1%`` repeats "0.7%, 0.7%" when a curve spans a few hundredths of a percent)."""
+    v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce").dropna(), dtype=float)
+    span = float(v.max() - v.min()) if v.size else 0.0
+    if span <= 0:
+        return ".1%"
+    decimals = int(np.clip(np.ceil(-np.log10(span * 100 / 5)), 0, 4))
+    return f".{decimals}%"
 
 
 def estimate_train_seconds(n_train_cells: int, epochs: int, preset: str, *, cuda: bool) -> float:
@@ -78,8 +118,8 @@ def _write_json(path: Path, obj: dict) -> None:
 def start_training(run_dir: str | Path, spec: dict) -> int:
     """Start a background training process for ``spec`` in ``run_dir``; returns its pid.
 
-    ``spec``: ``data`` (``{"demo": key}`` or ``{"path": file}``), ``preset``, ``train_config`` (dict),
-    ``holdout_key``, ``holdout`` (list), ``val_size``. Progress goes to ``run_dir/progress.json``.
+    ``spec``: ``data`` (``{"demo": key}`` or ``{"path": file}``), ``preset``, ``feature_space`` (``own``,
+    ``mm10``, ``hg38``), ``train_config`` (dict), ``holdout_key``, ``holdout`` (list), ``val_size``. Progress goes to ``run_dir/progress.json``.
     """
     run_dir = Path(run_dir)
     prog = read_progress(run_dir)
@@ -107,6 +147,18 @@ def start_training(run_dir: str | Path, spec: dict) -> int:
         prog["pid"] = proc.pid
         _write_json(run_dir / "progress.json", prog)
     return proc.pid
+
+
+def resume_training(run_dir: str | Path) -> int:
+    """Continue a stopped run from its last checkpoint (same data and settings, ``job.json``); returns the pid."""
+    run_dir = Path(run_dir)
+    try:
+        spec = json.loads((run_dir / "job.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ScclipError(f"{run_dir} has no readable job.json: it was not started by the app") from err
+    if not (run_dir / "checkpoints" / "last.safetensors").is_file():
+        raise ScclipError(f"{run_dir} has no checkpoint to resume from (it stopped before its first epoch)")
+    return start_training(run_dir, {**spec, "resume": True})
 
 
 def stop_training(run_dir: str | Path, *, kill_after: float = 0.0) -> None:
@@ -176,6 +228,8 @@ def train_main(run_dir: Path) -> int:
             out_dir=run_dir,
             model_config=spec.get("preset", "default"),
             train_config=spec.get("train_config", {}),
+            feature_space=spec.get("feature_space", "own"),
+            resume=bool(spec.get("resume")),
             holdout_key=spec.get("holdout_key") or None,
             holdout=spec.get("holdout") or (),
             val_size=spec.get("val_size", 0.1),
@@ -199,7 +253,7 @@ def train_main(run_dir: Path) -> int:
 def _finish_stopped(run_dir: Path, prog: dict) -> None:
     """A stopped run keeps its checkpoints; its best checkpoint is not a release folder (say so)."""
     prog["note"] = (
-        "stopped by the user; checkpoints are in checkpoints/ (resume with `scclip train --resume`)"
+        "stopped by the user; its checkpoints are kept: Resume continues from the last one"
         if (run_dir / "checkpoints").is_dir()
         else "stopped by the user before the first epoch ended"
     )

@@ -61,6 +61,8 @@ def read_uploads(
             p.write_bytes(data)
             paths.append(p)
         return read_files(paths, model=model, paired=paired)
+    except ScclipError as err:  # say the uploaded file's own name, not the server's temporary path
+        raise type(err)(str(err).replace(f"{tmp}{os.sep}", "").replace(str(tmp), "the upload")) from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -139,6 +141,57 @@ def read_files(paths: list[Path], *, model=None, paired: bool | None = None) -> 
     return mdata, notes
 
 
+def data_genome(mdata: md.MuData) -> tuple[str | None, str]:
+    """The data's own assembly and how it is known: declared (``uns['genome']``, 10x ``var['genome']``) or
+    inferred from chromosome names, interval ends and gene symbols; ``(None, "unknown")`` when unsure. Never the
+    model's: the summary compares the two."""
+    from scclip.features import var_intervals
+    from scclip.genome import declared_genomes, genome_alias, infer_genome
+
+    if genome_alias(mdata.uns.get("genome")):
+        return genome_alias(mdata.uns["genome"]), "declared in uns['genome']"
+    for m in ("atac", "rna"):
+        if m in mdata.mod:
+            for source, value in declared_genomes(mdata[m]):
+                if genome_alias(value):
+                    return genome_alias(value), f"declared in {m} {source}"
+    chroms = ends = genes = None
+    if "atac" in mdata.mod:
+        chrom, _, end, _ = var_intervals(mdata["atac"], errors="coerce")
+        keep = chrom != ""
+        chroms, ends = chrom[keep], np.asarray(end)[keep]
+    if "rna" in mdata.mod:
+        genes = np.asarray(mdata["rna"].var_names)
+    guess = infer_genome(chroms, genes, ends=ends)
+    return (guess, "inferred from the features") if guess else (None, "unknown")
+
+
+def refusal(summary: dict, model=None) -> dict | None:
+    """Why a read dataset cannot be used with ``model`` (``summary`` from :func:`validation_summary`), in plain
+    words, or None when it can: ``{"errors", "species_mismatch", "data_genome", "model_genome", "advice"}``."""
+    from scclip.genome import SPECIES
+
+    if not summary["errors"]:
+        return None
+    data_g = summary.get("genome")
+    model_g = model.feature_space.genome if model is not None else None
+    data_sp, model_sp = SPECIES.get(data_g or ""), SPECIES.get(model_g or "")
+    species = bool(data_sp and model_sp and data_sp != model_sp)
+    if species:
+        advice = (
+            f"These data are {data_sp} ({data_g}) and the model is {model_sp} ({model_g}): a model can only embed "
+            f"cells of the species it was trained on. Train a model on these data ({data_g} genes and genome "
+            f"bins), or choose a {data_sp} model on the Model page."
+        )
+    else:
+        advice = (
+            f"the model cannot embed them ({summary['errors'][0]}). Choose a model that fits these data on the "
+            "Model page, or train one on them on the Train page."
+        )
+    return {"errors": list(summary["errors"]), "species_mismatch": species, "data_genome": data_g,
+            "model_genome": model_g, "advice": advice}  # fmt: skip
+
+
 def validation_summary(mdata: md.MuData, model=None) -> dict:
     """What the app shows before embedding: cells, features, pairing, genome and coverage against ``model``.
 
@@ -150,7 +203,7 @@ def validation_summary(mdata: md.MuData, model=None) -> dict:
 
     out: dict = {"modalities": {}, "warnings": [], "errors": []}
     out["pairing"] = pairing_report(mdata) if len(mdata.mod) == 2 else None
-    out["genome"] = mdata.uns.get("genome") if hasattr(mdata, "uns") else None
+    out["genome"], out["genome_source"] = data_genome(mdata)
     for m in ("rna", "atac"):
         if m not in mdata.mod:
             continue

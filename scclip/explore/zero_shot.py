@@ -76,3 +76,17 @@ def nearest_centroid(Z: np.ndarray, labels: list[str], M: np.ndarray, temperatur
     P /= P.sum(1, keepdims=True)
     best = P.argmax(1)
     return np.asarray(labels, dtype=object)[best], P[np.arange(len(best)), best]
+
+
+def cell_count_text(emb) -> str:
+    """How many cells an embedded MuData holds, counting a paired cell once: ``"6,968 cells (RNA + ATAC)"``
+    when paired, ``"1,000 RNA + 900 ATAC cells"`` when not, ``"500 RNA cells"`` for one modality."""
+    mods = [m for m in ("rna", "atac") if m in emb.mod]
+    labels = {"rna": "RNA", "atac": "ATAC"}
+    if len(mods) == 2:
+        rna, atac = emb["rna"].obs_names, emb["atac"].obs_names
+        shared = int(rna.isin(atac).sum())
+        if shared == len(rna) == len(atac):
+            return f"{shared:,} cells (RNA + ATAC)"
+        return f"{len(rna):,} RNA + {len(atac):,} ATAC cells" + (f" ({shared:,} paired)" if shared else "")
+    return f"{emb[mods[0]].n_obs:,} {labels[mods[0]]} cells" if mods else "0 cells"

@@ -16,6 +16,7 @@ import pandas as pd
 from scclip.errors import GenomeMismatchError, ScclipError
 from scclip.genome._assembly import (
     BUNDLED_GENOMES,
+    SPECIES,
     bundled_genome,
     cached_gene_table,
     chrom_sizes,
@@ -65,12 +66,22 @@ def check_declared_genome(adata, model_genome: str | None, *, genome: str | None
             ):
                 warnings.append(f"var['genome'] lists several assemblies ({sorted(var_values)}).")
                 continue
-            msg = (
-                f"genome mismatch: {source} declares {value!r} ({canon}) but the model's features are on "
-                f"{model}; use a model trained on {canon}, or remap the data to {model} (e.g. with liftOver)."
-            )
-            raise GenomeMismatchError(msg)
+            raise GenomeMismatchError(_mismatch_message(source, value, canon, model))
     return warnings
+
+
+def _mismatch_message(source: str, value: str, canon: str, model: str) -> str:
+    """Another species: say so plainly (no liftOver turns human genes into mouse genes); the same species on
+    another assembly: remapping the coordinates is an option."""
+    data_sp, model_sp = SPECIES.get(canon), SPECIES.get(model)
+    head = f"genome mismatch: {source} declares {value!r} ({canon}) but the model's features are on {model}"
+    if data_sp and model_sp and data_sp != model_sp:
+        return (
+            f"{head}: the data are {data_sp} and the model is {model_sp}. A model embeds only cells of the species "
+            f"it was trained on: train a model on these data (scclip train --feature-space {canon}, or the app's "
+            f"Train page), or use a {data_sp} model."
+        )
+    return f"{head}; use a model trained on {canon}, or remap the data to {model} (e.g. with liftOver)."
 
 
 def substantial(n: int, total: int) -> bool:

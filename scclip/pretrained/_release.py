@@ -111,7 +111,7 @@ class ScclipModel:
 
     def save_pretrained(self, directory: str | Path, *, card: str | None = None) -> Path:
         """Write the release folder (see module docstring); files are replaced atomically."""
-        from scclip.pretrained._card import render_model_card
+        from scclip.pretrained._card import card_name, render_model_card
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,8 @@ class ScclipModel:
         write_json_atomic(directory / "summary.json", self.summary)
         if self.centroids:
             write_json_atomic(directory / "centroids.json", self.centroids)
-        (directory / "README.md").write_text(card or render_model_card(self, name=directory.name))
+        name, load_ref = card_name(directory)
+        (directory / "README.md").write_text(card or render_model_card(self, name=name, load_ref=load_ref))
         return directory
 
 

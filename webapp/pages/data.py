@@ -79,7 +79,7 @@ with tab_upload:
                 )
             label = " + ".join(f.name for f in files)
             fp = hashlib.blake2b(b"".join(f.getvalue()[: 1 << 20] for f in files), digest_size=6).hexdigest()
-            common.set_data(mdata, label=label, source=f"upload {fp}", notes=notes)
+            common.accept_data(mdata, model, label=label, source=f"upload {fp}", notes=notes)
             st.rerun()
         except ScclipError as err:
             common.show_error(err, "Upload")
@@ -103,12 +103,35 @@ with tab_path:
             with st.spinner("Reading…"):
                 mdata, notes = explore.read_files(paths, model=model["model"] if model else None,
                                                   paired=True if paired_p else None)  # fmt: skip
-            common.set_data(
-                mdata, label=" + ".join(p.name for p in paths), source="; ".join(map(str, paths)), notes=notes
-            )
+            common.accept_data(mdata, model, label=" + ".join(p.name for p in paths),
+                               source="; ".join(map(str, paths)), notes=notes)  # fmt: skip
             st.rerun()
         except ScclipError as err:
             common.show_error(err, "Server path")
+
+# --------------------------------------------------------------------------- a refused dataset
+refused = ss.get("refused")
+if refused is not None:
+    st.divider()
+    kept = ss.get("data")
+    st.error(
+        f"**{refused['label']}** was not loaded: {refused['advice']}"
+        + (f" The session keeps its previous data: **{kept['label']}**." if kept else ""),
+        icon=":material/block:",
+    )
+    with st.expander("What the check found"):
+        for err in refused["errors"]:
+            st.markdown(f"- {err}")
+    b1, b2 = st.columns([1, 3])
+    both = {"rna", "atac"} <= set(refused["mdata"].mod)
+    if b1.button("Train a model on these data", type="primary", icon=":material/model_training:",
+                 key="train_refused", disabled=not both,
+                 help=None if both else "training needs paired RNA + ATAC cells"):  # fmt: skip
+        ss.train_source = "refused"
+        st.switch_page("webapp/pages/train.py")
+    if b2.button("Dismiss", key="dismiss_refused"):
+        ss.pop("refused", None)
+        st.rerun()
 
 # --------------------------------------------------------------------------- validation summary
 data = ss.get("data")
@@ -129,8 +152,9 @@ if pair is None:
 else:
     c[2].metric("Pairing", "paired" if pair["n_shared"] and pair["fraction_rna"] > 0.5 else "unpaired",
                 help=f"{pair['n_shared']:,} barcodes occur in both modalities")  # fmt: skip
-genome = summary.get("genome") or (model["model"].feature_space.genome if model else None)
-c[3].metric("Genome", str(genome or "unknown"))
+model_genome = model["model"].feature_space.genome if model else None
+c[3].metric("Genome", str(summary.get("genome") or "unknown"),
+            help=f"The data's assembly ({summary.get('genome_source', 'unknown')}); the model's is {model_genome}.")  # fmt: skip
 
 if model:
     rows = []

@@ -134,7 +134,7 @@ plot_cfg = {"displaylogo": False, "scrollZoom": True, "modeBarButtonsToRemove": 
 left, right = st.columns(2, gap="medium")
 with left:
     fig = explore.umap_figure(
-        joint.umap, obs["modality"], drawn, hover=explore.hover_text(joint, "modality"), title="Coloured by modality (mixing)",
+        joint.umap, obs["modality"], drawn, hover=explore.hover_text(joint, color_by), title="Coloured by modality (mixing)",
         point_size=point_size, opacity=opacity, highlight=highlight,
     )  # fmt: skip
     st.plotly_chart(

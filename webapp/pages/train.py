@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -28,6 +27,9 @@ data = ss.get("data")
 
 # --------------------------------------------------------------------------- what to train on
 sources = []
+refused = ss.get("refused")
+if refused is not None and {"rna", "atac"} <= set(refused["mdata"].mod):
+    sources.append(("refused", f"Not loaded (no model fits it yet): {refused['label']}"))
 if data is not None and {"rna", "atac"} <= set(data["mdata"].mod) and data.get("demo") is None:
     sources.append(("session", f"Current dataset: {data['label']}"))
 order = {"snare-all": 0, "synthetic": 1, "snare-test": 2}
@@ -36,12 +38,27 @@ demos = sorted(
 )
 sources += [(f"demo:{d.key}", d.label) for d in demos]
 c1, c2 = st.columns([2, 1])
+if ss.pop("train_source", None) == "refused" and refused is not None:  # from the Data page's button
+    ss.train_src = "refused"
 src = c1.selectbox(
     "Paired training data", [s for s, _ in sources], format_func=dict(sources).get, key="train_src"
 )
 run_name = c2.text_input("Run name", value=f"app-{time.strftime('%Y%m%d-%H%M')}", key="train_name")
 
-if src == "session":
+feature_space = "own"
+if src == "refused":
+    mdata = refused["mdata"]
+    feature_space = refused["data_genome"] if refused["data_genome"] in ("mm10", "hg38") else "own"
+    features = (
+        f"the bundled {feature_space} gene table and 5 kb genome bins"
+        if feature_space != "own"
+        else "the data's own genes and peaks"
+    )
+    st.info(
+        f"Training on **{refused['label']}**, which the current model cannot embed. Features: {features}.",
+        icon=":material/info:",
+    )
+elif src == "session":
     mdata = data["mdata"]
 else:
     try:
@@ -100,22 +117,30 @@ else:
     st.caption(msg)
 
 run_dir = explore.runs_dir() / run_name.strip()
+busy = [r["name"] for r in explore.list_runs() if r["status"] in ("running", "starting")]
+if busy:
+    st.warning(
+        f"{', '.join(busy)} {'is' if len(busy) == 1 else 'are'} still training: a new run would share the "
+        "machine with it (both slower). Stop it below, or wait until it is done.",
+        icon=":material/warning:",
+    )
 if st.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start",
              disabled=not run_name.strip()):  # fmt: skip
     try:
-        if src == "session":
+        if src in ("session", "refused"):
             run_dir.mkdir(parents=True, exist_ok=True)
             from scclip.io import write_h5mu
 
             spec_data = {
                 "path": str(write_h5mu(mdata, run_dir / "train_data.h5mu").resolve()),
-                "label": data["label"],
+                "label": (refused if src == "refused" else data)["label"],
             }
         else:
             spec_data = {"demo": src.split(":", 1)[1], "label": dict(sources)[src]}
         spec = {
             "data": spec_data,
             "preset": preset,
+            "feature_space": feature_space,
             "train_config": {
                 "epochs": int(epochs),
                 "lr": float(lr),
@@ -129,25 +154,15 @@ if st.button("Start training", type="primary", icon=":material/play_arrow:", key
         }
         explore.start_training(run_dir, spec)
         ss.active_run = str(run_dir)
+        ss.train_view = run_dir.name  # the Run panel below shows the run just started
         st.toast(f"Training {run_name} started", icon=":material/play_arrow:")
     except (ScclipError, OSError) as err:
         common.show_error(err if isinstance(err, ScclipError) else ScclipError(str(err)), "Training")
 
 # --------------------------------------------------------------------------- live progress
-runs = explore.list_runs()
-names = [r["name"] for r in runs]
-active = Path(ss.get("active_run", "")).name if ss.get("active_run") else None
-if not runs:
+if not explore.list_runs():
     st.stop()
 st.divider()
-sel = st.selectbox(
-    "Run",
-    names,
-    index=names.index(active) if active in names else len(names) - 1,
-    format_func=lambda n: f"{n}  ({next(r['status'] for r in runs if r['name'] == n)})",
-    key="train_view",
-)
-view_dir = explore.runs_dir() / sel
 
 
 def _curve(x, ys: dict, title: str, yfmt: str = "") -> go.Figure:
@@ -171,6 +186,13 @@ def _curve(x, ys: dict, title: str, yfmt: str = "") -> go.Figure:
 
 @st.fragment(run_every=2.0)
 def progress_panel() -> None:
+    runs = explore.list_runs()  # read every 2 s: the labels follow the runs' states
+    names = [r["name"] for r in runs]
+    status_of = {r["name"]: r["status"] for r in runs}
+    if ss.get("train_view") not in names:
+        ss.train_view = names[-1]
+    sel = st.selectbox("Run", names, format_func=lambda n: f"{n}  ({status_of.get(n, '?')})", key="train_view")
+    view_dir = explore.runs_dir() / sel
     prog = explore.read_progress(view_dir)
     if not prog:
         st.caption("No progress file: this run was trained outside the app.")
@@ -188,14 +210,14 @@ def progress_panel() -> None:
             if prog.get("step")
             else done_epochs / epochs_total
         )
-    icon = {"running": "🟢", "starting": "⏳", "done": "✅", "stopped": "⏹️", "failed": "❌"}.get(status, "")
+    icon, color = explore.RUN_STATUS_ICONS.get(status, ("help", "gray"))
     s1, s2, s3, s4 = st.columns(4)
-    s1.metric("Status", f"{icon} {status}")
+    s1.markdown(f"Status  \n### :{color}[:material/{icon}: {status}]")
     s2.metric("Epoch", f"{done_epochs} / {epochs_total or '?'}")
     s3.metric("Elapsed", _fmt(elapsed))
-    eta = elapsed * (1 - frac) / frac if status == "running" and frac > 0.02 else None
+    eta = explore.time_left(prog) if status == "running" else None
     s4.metric("Time left (estimate)", "—" if eta is None else _fmt(eta),
-              help="Extrapolated from the progress so far; early stopping may finish sooner.")  # fmt: skip
+              help="From the recent step rate; early stopping may finish sooner.")  # fmt: skip
     if status in ("running", "starting"):
         st.progress(frac, text=f"{frac:.0%}")
         if st.button("Stop training", icon=":material/stop:", key="train_stop"):
@@ -205,6 +227,14 @@ def progress_panel() -> None:
         st.error(f"Training failed: {prog.get('error', 'unknown error')} (log: {view_dir / 'train.log'})")
     if status == "stopped":
         st.warning(prog.get("note", "stopped by the user"))
+        if (view_dir / "checkpoints" / "last.safetensors").is_file() and st.button(
+            "Resume", icon=":material/resume:", key="train_resume", help="continue from the last checkpoint"
+        ):
+            try:
+                explore.resume_training(view_dir)
+                st.toast(f"Resuming {sel}", icon=":material/resume:")
+            except ScclipError as err:
+                common.show_error(err, "Resume")
     if status == "done":
         st.success(
             f"Model written to `{view_dir / 'model'}`; it is listed on the Model page.",
@@ -220,7 +250,7 @@ def progress_panel() -> None:
         g1.plotly_chart(_curve(x, {"training loss": (y, "#1f77b4")}, "Training loss (CLIP)"),
                         key="curve_loss", config={"displaylogo": False})  # fmt: skip
     if not hist.empty:
-        g2.plotly_chart(_curve(hist["epoch"], {"validation top-1": (hist["val_top1"], "#2ca02c")}, "Validation top-1 matching", ".1%"),
+        g2.plotly_chart(_curve(hist["epoch"], {"validation top-1": (hist["val_top1"], "#2ca02c")}, "Validation top-1 matching", explore.percent_tickformat(hist["val_top1"])),
                         key="curve_top1", config={"displaylogo": False})  # fmt: skip
         g3.plotly_chart(_curve(hist["epoch"], {"validation FOSCTTM": (hist["val_foscttm"], "#d62728")}, "Validation FOSCTTM (lower is better)"),
                         key="curve_fos", config={"displaylogo": False})  # fmt: skip

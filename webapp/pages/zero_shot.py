@@ -75,6 +75,7 @@ def build(ref_choice: str) -> dict:
             }
         )
         label_col = "cell type"
+        ref_count = f"{len(labels):,} cell types"
     else:
         if ref_choice == "training":
             ref, rfp = _reference(str(ref_file), json.dumps(summary.get("holdout") or {}))
@@ -82,6 +83,7 @@ def build(ref_choice: str) -> dict:
             ref, rfp = common.demo_dataset(ref_choice.split(":", 1)[1], explore.synthetic_cells(summary))
         r_emb, _ = explore.embed_cached(model["model"], ref, model_fp=model["fp"], data_fp=rfp)
         r_mods = [m for m in ("rna", "atac") if m in r_emb.mod]
+        ref_count = explore.cell_count_text(r_emb)
         Zr = np.concatenate([r_emb[m].obsm[explore.EMBED_KEY] for m in r_mods]).astype(np.float32)
         r_obs = pd.concat(
             [r_emb[m].obs.assign(barcode=r_emb[m].obs_names.astype(str)) for m in r_mods], ignore_index=True
@@ -108,6 +110,8 @@ def build(ref_choice: str) -> dict:
         "q_obs": q_obs,
         "label_col": label_col,
         "ref": ref_choice,
+        "ref_count": ref_count,
+        "query_count": explore.cell_count_text(q_emb),
     }
 
 
@@ -197,8 +201,9 @@ with right:
     st.plotly_chart(fig, key="zs_lab", config={"displaylogo": False})
 
 m = st.columns(4)
-m[0].metric("Query cells", f"{len(q_obs):,}")
-m[1].metric("Reference cells" if res["ref"] != "centroids" else "Centroids", f"{nr:,}")
+m[0].metric("Query", res.get("query_count", f"{len(q_obs):,}"), help="A paired cell (RNA + ATAC) counts once.")
+m[1].metric("Reference" if res["ref"] != "centroids" else "Centroids", res.get("ref_count", f"{nr:,}"),
+            help="A paired cell (RNA + ATAC) counts once.")  # fmt: skip
 m[2].metric(
     "Median confidence",
     f"{q_obs['confidence'].median():.2f}",
