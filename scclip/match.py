@@ -40,7 +40,13 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 def topk_partners(
-    query, ref, *, k: int = 10, chunk_size: int | None = None, device: str | torch.device = "cpu"
+    query,
+    ref,
+    *,
+    k: int = 10,
+    chunk_size: int | None = None,
+    device: str | torch.device = "cpu",
+    candidate_bias: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` most cosine-similar ``ref`` cells for every ``query`` cell.
 
@@ -54,6 +60,9 @@ def topk_partners(
         Query rows scored per block; memory is ``O(m x chunk_size)``. Default: a block of about 128 MB.
     device
         ``"cpu"`` or a CUDA device: the reference is moved there once and the blocks are scored there.
+    candidate_bias
+        ``(m,)`` scores added to the similarity of each ``ref`` cell before ranking (the Sinkhorn
+        normalisation of :func:`sinkhorn_bias`); the similarities returned stay the cosine.
 
     Returns
     -------
@@ -65,10 +74,22 @@ def topk_partners(
         raise ScclipError(msg)
     kk = min(int(k), r.shape[0])
     dev = _device(device)
-    idx, sim = topk_chunked(
-        prepare_metric(q, "cosine"), prepare_metric(r, "cosine"), kk, chunk_size=chunk_size, device=dev
-    )
-    return idx.numpy(), sim.numpy()
+    q, r = prepare_metric(q, "cosine"), prepare_metric(r, "cosine")
+    if candidate_bias is None:
+        idx, sim = topk_chunked(q, r, kk, chunk_size=chunk_size, device=dev)
+        return idx.numpy(), sim.numpy()
+    qb, rb = _biased(q, r, candidate_bias)
+    idx, _ = topk_chunked(qb, rb, kk, chunk_size=chunk_size, device=dev)
+    return idx.numpy(), (q[:, None, :] * r[idx]).sum(-1).numpy()
+
+
+def _biased(q: torch.Tensor, r: torch.Tensor, bias) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[q, 1]`` and ``[r, bias]``: their dot products are the cosine plus the candidate's bias."""
+    b = torch.as_tensor(np.asarray(bias, dtype=np.float32)).reshape(-1, 1)
+    if b.shape[0] != r.shape[0]:
+        msg = f"candidate_bias has {b.shape[0]} values for {r.shape[0]} candidate cells; give one per cell."
+        raise ScclipError(msg)
+    return torch.cat([q, torch.ones(q.shape[0], 1)], 1), torch.cat([r, b], 1)
 
 
 def _names(names, n: int, what: str) -> np.ndarray:
@@ -82,12 +103,20 @@ def _names(names, n: int, what: str) -> np.ndarray:
 
 
 def match_paired(
-    rna_emb, atac_emb, *, k: int = 10, chunk_size: int | None = None, device: str | torch.device = "cpu"
+    rna_emb,
+    atac_emb,
+    *,
+    k: int = 10,
+    chunk_size: int | None = None,
+    device: str | torch.device = "cpu",
+    candidate_bias: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """Top-``k`` partners of every paired cell in both directions, and where its true partner ranks.
 
     One block-wise pass per direction yields the partners, the true partner's rank and FOSCTTM together
     (the cheapest way to match and score a large paired data set; row ``i`` of both inputs is one cell).
+    ``candidate_bias = (rna_bias, atac_bias)`` ranks candidates by cosine + bias (:func:`sinkhorn_bias`); the
+    similarities returned stay the cosine.
 
     Returns
     -------
@@ -103,11 +132,16 @@ def match_paired(
     kk, n, dev = min(int(k), rna.shape[0]), rna.shape[0], _device(device)
     q, r = prepare_metric(rna, "cosine"), prepare_metric(atac, "cosine")
     out = {}
-    for name, a, b in (("rna_to_atac", q, r), ("atac_to_rna", r, q)):
-        st = paired_pass(a, b, chunk_size=chunk_size, topk=kk, device=dev)
+    for j, (name, a, b) in enumerate((("rna_to_atac", q, r), ("atac_to_rna", r, q))):
+        if candidate_bias is None:
+            st = paired_pass(a, b, chunk_size=chunk_size, topk=kk, device=dev)
+            sims = st["top_score"]
+        else:
+            st = paired_pass(*_biased(a, b, candidate_bias[1 - j]), chunk_size=chunk_size, topk=kk, device=dev)
+            sims = (a[:, None, :] * b[torch.from_numpy(st["top_idx"])]).sum(-1).numpy()
         out[name] = {
             "indices": st["top_idx"],
-            "similarities": st["top_score"],
+            "similarities": sims,
             "true_partner_rank": st["greater"].astype(np.int64) + 1,
             "foscttm": (st["greater"] + 0.5 * st["ties"]) / (n - 1),
         }
@@ -126,8 +160,12 @@ def match_table(
     paired: bool,
     chunk_size: int | None = None,
     device: str | torch.device = "cpu",
+    sinkhorn: bool = False,
 ) -> pd.DataFrame:
     """Top-``k`` cross-modal partners of every cell, both directions stacked.
+
+    ``sinkhorn`` ranks the partners by the matching-time Sinkhorn plan (:func:`sinkhorn_bias`) instead of the
+    plain cosine, which damps hub cells; ``similarity`` stays the cosine.
 
     Returns
     -------
@@ -139,14 +177,16 @@ def match_table(
     rna, atac = pair_embeddings(rna_emb, atac_emb, paired=paired)
     rn = _names(rna_names, rna.shape[0], "rna_names")
     an = _names(atac_names, atac.shape[0], "atac_names")
-    both = match_paired(rna, atac, k=k, chunk_size=chunk_size, device=device) if paired else None
+    bias = sinkhorn_bias(rna, atac, chunk_size=chunk_size) if sinkhorn else None
+    kw = {"chunk_size": chunk_size, "device": device}
+    both = match_paired(rna, atac, k=k, candidate_bias=bias, **kw) if paired else None
     parts = []
-    for mod, q, r, qn, rnames in (("rna", rna, atac, rn, an), ("atac", atac, rna, an, rn)):
+    for j, (mod, q, r, qn, rnames) in enumerate((("rna", rna, atac, rn, an), ("atac", atac, rna, an, rn))):
         if both is not None:
             res = both["rna_to_atac" if mod == "rna" else "atac_to_rna"]
             idx, sim = res["indices"], res["similarities"]
         else:
-            idx, sim = topk_partners(q, r, k=k, chunk_size=chunk_size, device=device)
+            idx, sim = topk_partners(q, r, k=k, candidate_bias=None if bias is None else bias[1 - j], **kw)
         kk = idx.shape[1]
         df = pd.DataFrame(
             {

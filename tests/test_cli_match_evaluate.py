@@ -80,3 +80,12 @@ def test_evaluate_sinkhorn_reports_a_separate_matching_score(embedded, capsys):
     assert out["foscttm_sinkhorn"] != out["foscttm"]  # its own score, next to the embedding's
     assert main(["evaluate", "--data", str(embedded)]) == 0
     assert "foscttm_sinkhorn" not in json.loads(capsys.readouterr().out)
+
+
+def test_match_sinkhorn_option(embedded, tmp_path, capsys):
+    out = tmp_path / "m.csv"
+    assert main(["match", "--data", str(embedded), "--k", "3", "--out", str(out), "--sinkhorn", "--one-to-one"]) == 0
+    assert json.loads(capsys.readouterr().out)["sinkhorn"] is True
+    df = pd.read_csv(out)
+    assert len(df) == 2 * 200 * 3 and df["similarity"].between(-1, 1).all()
+    assert len(pd.read_csv(tmp_path / "m_one_to_one.csv")) == 200

@@ -202,3 +202,19 @@ def test_sinkhorn_matching_damps_hubs():
     assert "foscttm_sinkhorn" not in evaluate_embeddings(rna, atac)
     unpaired = evaluate_embeddings(rna, atac[:200], paired=False, sinkhorn=True)
     assert unpaired["foscttm_sinkhorn"] is None and "not paired" in unpaired["reasons"]["foscttm_sinkhorn"]
+
+
+def test_match_table_with_sinkhorn_ranks_by_the_plan_and_reports_cosine():
+    rna, atac = _hub_pair(n=150, seed=3)
+    plain = match.match_table(rna, atac, k=5, paired=True)
+    sk = match.match_table(rna, atac, k=5, paired=True, sinkhorn=True)
+    q = rna / np.linalg.norm(rna, axis=1, keepdims=True)
+    r = atac / np.linalg.norm(atac, axis=1, keepdims=True)
+    _, ab = match.sinkhorn_bias(rna, atac)
+    first = sk[(sk["modality"] == "rna") & (sk["cell"] == "0")]
+    expected = np.argsort(-(q[0] @ r.T + ab), kind="stable")[:5]
+    assert first["partner"].astype(int).tolist() == expected.tolist()
+    np.testing.assert_allclose(first["similarity"], q[0] @ r[expected].T, atol=1e-5)  # still the cosine
+    assert sk["true_partner_rank"].mean() < plain["true_partner_rank"].mean()
+    unpaired = match.match_table(rna, atac[:100], k=3, paired=False, sinkhorn=True)
+    assert len(unpaired) == (150 + 100) * 3

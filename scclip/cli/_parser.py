@@ -186,6 +186,12 @@ def _add_match_evaluate(sub, common) -> None:
     m.add_argument("--k", type=int, default=10)
     m.add_argument("--out", required=True, help="matches.csv or .parquet")
     m.add_argument("--one-to-one", action="store_true", help="also write a one-to-one assignment table")
+    m.add_argument(
+        "--sinkhorn",
+        action="store_true",
+        help="rank partners by a Sinkhorn (doubly-stochastic) normalisation of the similarities, which damps "
+        "hub cells (the one-to-one table then uses method sinkhorn); similarities stay cosine",
+    )
 
     v = sub.add_parser(
         "evaluate", parents=[common], help="integration and matching metrics of an embedded .h5mu (JSON)"

@@ -67,13 +67,15 @@ def run_match(args) -> int:
         atac_names=atac.obs_names,
         k=k,
         paired=paired,
+        sinkhorn=args.sinkhorn,
     )
     _write_table(table, out)
-    result = {"out": str(out), "rows": len(table), "k": k, "paired": paired}
+    result = {"out": str(out), "rows": len(table), "k": k, "paired": paired, "sinkhorn": args.sinkhorn}
     if args.one_to_one:
         pairs = one_to_one(
-            rna.obsm[EMBED_KEY], atac.obsm[EMBED_KEY], rna_names=rna.obs_names, atac_names=atac.obs_names
-        )
+            rna.obsm[EMBED_KEY], atac.obsm[EMBED_KEY], rna_names=rna.obs_names, atac_names=atac.obs_names,
+            method="sinkhorn" if args.sinkhorn else "auto",
+        )  # fmt: skip
         stem = out.name[: -len("".join(out.suffixes))] if out.suffixes else out.name
         pairs_out = out.with_name(f"{stem}_one_to_one{''.join(out.suffixes)}")
         _write_table(pairs, pairs_out)
