@@ -120,3 +120,19 @@ def test_cross_species_mismatch_message_is_plain(tiny_pretrained):
     msg = str(err.value)
     assert "the data are human and the model is mouse" in msg and "liftOver" not in msg
     assert "scclip train --feature-space hg38" in msg
+
+
+def test_a_bad_file_among_good_ones_is_left_out_and_named(app_env):
+    """A leftover bad file in the uploader no longer makes every later read fail."""
+    good = app_env / "mouse_cells.h5mu"
+    synthetic_multiome(100, seed=5).write(good)
+    bad = app_env / "broken.h5ad"
+    bad.write_bytes(b"not an HDF5 file")
+    at = _upload(_data_page(), bad, good)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.session_state["data"]["label"] == "mouse_cells.h5mu"  # read from the good file
+    warnings = " ".join(w.value for w in at.warning)
+    assert "broken.h5ad" in warnings and "left out" in warnings and "scclip_upload_" not in warnings
+    assert any("Files used: mouse_cells.h5mu" in c.value for c in at.caption)
+    at2 = _upload(_data_page(), bad)  # alone, it is still refused with its reason
+    assert "is not a valid HDF5 file" in " ".join(e.value for e in at2.error)

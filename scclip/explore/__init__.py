@@ -94,6 +94,7 @@ from scclip.explore.training_runner import (
     time_left,
 )
 from scclip.explore.uploads import (
+    SKIPPED_NOTE,
     UPLOAD_SUFFIXES,
     data_genome,
     max_upload_bytes,
@@ -125,6 +126,7 @@ __all__ = [
     "QC_COLUMNS",
     "REPO",
     "RUN_STATUS_ICONS",
+    "SKIPPED_NOTE",
     "SNARE_FILE",
     "SNARE_TEST_LIBRARIES",
     "UPLOAD_SUFFIXES",

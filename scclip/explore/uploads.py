@@ -16,6 +16,8 @@ from scclip.errors import ScclipError
 from scclip.explore.constants import MODALITY_LABELS
 
 UPLOAD_SUFFIXES = (".h5mu", ".h5ad", ".h5", ".tsv.gz", ".tar.gz", ".tgz")
+#: Prefix of the reading notes that name a file left out because it could not be read.
+SKIPPED_NOTE = "not used: "
 #: Streamlit's own default upload limit (``server.maxUploadSize``); ``$SCCLIP_MAX_UPLOAD_MB`` changes ours.
 DEFAULT_MAX_UPLOAD_MB = 200.0
 
@@ -60,11 +62,17 @@ def read_uploads(
                 raise ScclipError(msg)
             p.write_bytes(data)
             paths.append(p)
-        return read_files(paths, model=model, paired=paired)
+        mdata, notes = read_files(paths, model=model, paired=paired)
+        return mdata, [_without(tmp, n) for n in notes]
     except ScclipError as err:  # say the uploaded file's own name, not the server's temporary path
-        raise type(err)(str(err).replace(f"{tmp}{os.sep}", "").replace(str(tmp), "the upload")) from err
+        raise type(err)(_without(tmp, str(err))) from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _without(tmp: Path, text: str) -> str:
+    """``text`` with the private temporary folder of an upload removed from its paths."""
+    return text.replace(f"{tmp}{os.sep}", "").replace(str(tmp), "the upload")
 
 
 def _is_fragments(name: str) -> bool:
@@ -77,7 +85,8 @@ def read_files(paths: list[Path], *, model=None, paired: bool | None = None) -> 
 
     One multi-modal file (``.h5mu``, 10x ARC ``.h5``), or one RNA and one ATAC file, or RNA + a 10x
     ``fragments.tsv.gz`` (counted onto the ``model``'s ATAC features for the RNA barcodes). ``paired=None``
-    decides from the barcodes: paired when most cells of the smaller modality occur in both.
+    decides from the barcodes: paired when most cells of the smaller modality occur in both. A file that cannot
+    be read is left out when others can be, with a note starting with :data:`SKIPPED_NOTE` saying why.
     """
     from scclip.io import paired_cells, pairing_report, read
 
@@ -96,8 +105,16 @@ def read_files(paths: list[Path], *, model=None, paired: bool | None = None) -> 
             f"unsupported file {bad[0]!r}: upload .h5mu, .h5ad, a 10x .h5, a 10x .tar.gz or a fragments.tsv.gz"
         )
     mods: dict[str, ad.AnnData] = {}
-    for p in others:
-        mdata = read(p)
+    readable, skipped = [], []
+    for p in others:  # a bad file among good ones is left out (and named), not fatal to the others
+        try:
+            readable.append((p, read(p)))
+        except ScclipError as err:
+            skipped.append((p, err))
+    if skipped and not readable and not frags:
+        raise skipped[0][1]
+    notes += [f"{SKIPPED_NOTE}{p.name}: {err}" for p, err in skipped]
+    for p, mdata in readable:
         notes += [f"{p.name}: {n}" for n in mdata.uns.get("scclip_read", {}).get("notes", [])]
         for m in mdata.mod:
             if m in mods:

@@ -77,7 +77,8 @@ with tab_upload:
                     model=model["model"] if model else None,
                     paired=paired,
                 )
-            label = " + ".join(f.name for f in files)
+            bad = {n[len(explore.SKIPPED_NOTE):].split(":", 1)[0] for n in notes if n.startswith(explore.SKIPPED_NOTE)}
+            label = " + ".join(f.name for f in files if f.name not in bad)
             fp = hashlib.blake2b(b"".join(f.getvalue()[: 1 << 20] for f in files), digest_size=6).hexdigest()
             common.accept_data(mdata, model, label=label, source=f"upload {fp}", notes=notes)
             st.rerun()
@@ -187,6 +188,12 @@ for err in summary["errors"]:
     st.error(err, icon=":material/error:")
 for w in summary["warnings"]:
     st.warning(w, icon=":material/warning:")
+for n in data.get("notes", []):
+    if n.startswith(explore.SKIPPED_NOTE):
+        st.warning(f"{n[len(explore.SKIPPED_NOTE):]} — this file was left out; remove it from the upload list "
+                   "(its ×) or fix it. The other files were read.", icon=":material/file_present:")  # fmt: skip
+if data["source"].startswith("upload"):
+    st.caption(f"Files used: {data['label']}")
 obs_cols = sorted({c for row in summary["modalities"].values() for c in row["obs columns"]})
 st.caption(f"Cell annotations (obs): {', '.join(obs_cols) if obs_cols else 'none'}")
 if data.get("notes"):
