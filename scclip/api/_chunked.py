@@ -17,7 +17,6 @@ import scipy.sparse as sp
 from scclip.errors import ScclipError
 from scclip.features import align_features
 from scclip.io import Modality, check_chunk_size, check_values
-from scclip.model.encode import encode_csr
 from scclip.preprocess import ValueStats, binarize, normalize_rna, rna_preprocessing_info, tfidf
 
 logger = logging.getLogger(__name__)
@@ -109,14 +108,14 @@ def embed_modality(
         msg = "the model uses TF-IDF ATAC but stores no idf: re-save it with its training idf, or embed in memory"
         raise ScclipError(msg)
     chunks = MappedChunks(data, model.feature_space[mod], mod=mod, genome=genome, chunk_size=chunk_size)
-    out = np.empty((data.n_obs, model.net.cfg.proj_dim), dtype=np.float32)
+    out = np.empty((data.n_obs, model.embed_dim), dtype=np.float32)
 
     def encode(looks_normalized: bool | None) -> bool:
         for lo, hi, mapped in chunks:
             if looks_normalized is None:
                 looks_normalized = chunks.stats.decision()[0]
             X = _preprocess(model, mapped, mod, looks_normalized)
-            out[lo:hi] = encode_csr(model.net, mod, X, batch_size=batch_size, device=device)
+            out[lo:hi] = model.encode(mod, X, batch_size=batch_size, device=device)
         return bool(looks_normalized)
 
     used = encode(None)

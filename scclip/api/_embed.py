@@ -14,7 +14,7 @@ from scclip.api._chunked import embed_modality
 from scclip.api._inputs import open_input, prepare_modality
 from scclip.errors import ScclipError
 from scclip.io import BackedData, check_chunk_size, check_chunkable, check_modality_data
-from scclip.model.encode import encode_csr, resolve_device
+from scclip.model.encode import resolve_device
 from scclip.pretrained import ScclipModel, load_pretrained
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def _encode_modality(model, adata, m: str, info: dict, *, genome, chunk_size, ba
         )
     else:
         X, report = prepare_modality(model, adata, m, genome=genome)
-        raw = encode_csr(model.net, m, X, batch_size=batch_size, device=device)
+        raw = model.encode(m, X, batch_size=batch_size, device=device)
     info["modalities"][m] = report
     found = [*report.get("warnings", []), report["preprocessing"].get("warning")]
     info["warnings"] += [f"{m}: {w}" for w in found if w]

@@ -30,7 +30,7 @@ from scclip.io import (
     pairing_report,
 )
 from scclip.model import ModelConfig, get_preset
-from scclip.model.encode import encode_csr, resolve_device
+from scclip.model.encode import resolve_device
 from scclip.model.init import svd_init_
 from scclip.model.structure import resolve_structure_weight
 from scclip.preprocess import tfidf_fit
@@ -163,6 +163,7 @@ def train(
     command: str | None = None,
     data_name: str | None = None,
     chunk_size: int | None = None,
+    feature_path: bool = False,
 ) -> ScclipModel:
     """Train scCLIP on paired cells and write ``out_dir/model`` (release folder) and ``out_dir/checkpoints``.
 
@@ -186,6 +187,9 @@ def train(
         scored only at the end (``summary['holdout_metrics']``).
     val_key, val_values, val_size
         Validation (early stopping) cells: by column values, else a seeded random ``val_size`` (fraction or count).
+    feature_path
+        Also fit the feature path (:mod:`scclip.model.fusion`): PCA / LSI of the same inputs and a contrastive
+        MLP on the same split, whose embedding is fused with the Transformer's (cosine = the mean of both).
     chunk_size
         Build the training matrices ``chunk_size`` cells at a time (backed MuData, :func:`scclip.io.read_backed`
         or an ``.h5mu`` path always go this way, default 10,000): the raw file is never loaded whole, only the
@@ -220,18 +224,30 @@ def train(
         resume=resume,
         progress=progress,
     )
+    path_info = _add_feature_path(model, X_rna, X_atac, split, seed=tcfg.seed) if feature_path else None
     model.summary = {
         "data": data_name,
         "command": command,
         "pairing": pairing,
         "feature_space_report": {"rna": rep_rna, "atac": rep_atac, **({"build": fs_report} if fs_report else {})},
         **_run_summary(result, split, model, X_rna, X_atac, holdout_key, holdout, tcfg, mcfg),
+        **({"feature_path": path_info} if path_info else {}),
         "total_seconds": time.perf_counter() - t_start,
     }
     model.net.to("cpu")
     if is_main_process():  # under torchrun only rank 0 writes the release folder
         model.save_pretrained(Path(out_dir) / "model")
     return model
+
+
+def _add_feature_path(model: ScclipModel, X_rna, X_atac, split: dict, *, seed: int) -> dict:
+    """Fit the feature path on the same split (projections on training + validation cells, MLP early-stopped
+    on the validation cells, as the baseline recipe) and attach it to ``model``; returns its record."""
+    from scclip.model.fusion import fit_feature_path
+
+    train_val = np.union1d(split["train"], split["val"])
+    model.feature_path, info = fit_feature_path(X_rna, X_atac, fit_idx=train_val, val_idx=split["val"], seed=seed)
+    return info
 
 
 def _configs(model_config, train_config) -> tuple[ModelConfig, TrainConfig]:
@@ -324,8 +340,8 @@ def _run_summary(result, split, model, X_rna, X_atac, holdout_key, holdout, tcfg
         from scclip.metrics import foscttm, topk_accuracy
 
         h = split["holdout"]
-        zr = encode_csr(model.net, "rna", X_rna[h])
-        za = encode_csr(model.net, "atac", X_atac[h])
+        zr = model.encode("rna", X_rna[h])
+        za = model.encode("atac", X_atac[h])
         out["holdout_metrics"] = {
             "n_cells": len(h),
             "foscttm": float(foscttm(zr, za)["mean"]),

@@ -96,6 +96,7 @@ def cmd_train(args) -> int:
         within_chromosome=args.within_chromosome,
         resume=args.resume,
         chunk_size=args.chunk_size,
+        feature_path=args.feature_path,
         progress=_progress_bar(),
         command="scclip " + shlex.join(sys.argv[1:]),
         data_name=str(args.data),

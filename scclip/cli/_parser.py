@@ -136,6 +136,12 @@ def _add_train_data_options(t: argparse.ArgumentParser) -> None:
     )
     t.add_argument("--within-chromosome", action="store_true", help="never let a patch span two chromosomes")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last")
+    t.add_argument(
+        "--feature-path",
+        action="store_true",
+        help="also fit the feature path (PCA / LSI + contrastive MLP on the same inputs) and fuse its embedding "
+        "with the Transformer's (docs/quality.md: cross-validated)",
+    )
 
 
 def _add_embed(sub, common) -> None:

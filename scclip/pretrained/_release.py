@@ -30,10 +30,14 @@ from scclip.errors import ScclipError
 from scclip.features import FeatureSpace
 from scclip.io import write_json_atomic
 from scclip.model import ModelConfig, ScCLIP
+from scclip.model.encode import encode_csr
+from scclip.model.fusion import FeaturePath, fuse
 
 FORMAT_VERSION = 1
 REPO_PRETRAINED = Path(__file__).resolve().parents[2] / "pretrained"
 RELEASE_FILES = ("config.json", "model.safetensors")
+#: The feature path's tensors (projections + MLP), present when ``config.json`` has ``feature_path``.
+FEATURE_PATH_FILE = "fusion.safetensors"
 
 
 def layouts_of(feature_space: FeatureSpace) -> dict[str, dict]:
@@ -72,10 +76,23 @@ class ScclipModel:
         summary: dict | None = None,
         name: str | None = None,
         centroids: dict | None = None,
+        feature_path: FeaturePath | None = None,
     ) -> None:
         self.net, self.feature_space, self.preprocessing = net, feature_space, preprocessing
         self.idf = None if idf is None else np.asarray(idf, dtype=np.float32)
         self.summary, self.name, self.centroids = summary or {}, name, centroids
+        self.feature_path = feature_path
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the raw embedding: the projection, plus the feature path's when the model has one."""
+        return self.net.cfg.proj_dim + (self.feature_path.dim if self.feature_path is not None else 0)
+
+    def encode(self, modality: str, X, *, batch_size: int = 1024, device=None) -> np.ndarray:
+        """Raw embeddings of preprocessed CSR rows on the model's features: the Transformer's, fused with the
+        feature path's (:func:`scclip.model.fusion.fuse`) when the model has one."""
+        z = encode_csr(self.net, modality, X, batch_size=batch_size, device=device)
+        return z if self.feature_path is None else fuse(z, self.feature_path.encode(modality, X))
 
     @classmethod
     def create(
@@ -107,6 +124,7 @@ class ScclipModel:
             "genome": self.feature_space.genome,
             "preprocessing": self.preprocessing,
             "temperature": self.temperature,
+            **({"feature_path": self.feature_path.config} if self.feature_path is not None else {}),
         }
 
     def save_pretrained(self, directory: str | Path, *, card: str | None = None) -> Path:
@@ -122,6 +140,11 @@ class ScclipModel:
         tmp = directory / ".model.safetensors.tmp"
         save_file(tensors, str(tmp), metadata={"format": "scclip", "format_version": str(FORMAT_VERSION)})
         os.replace(tmp, directory / "model.safetensors")
+        if self.feature_path is not None:
+            save_file(self.feature_path.tensors(), str(tmp))
+            os.replace(tmp, directory / FEATURE_PATH_FILE)
+        else:
+            (directory / FEATURE_PATH_FILE).unlink(missing_ok=True)
         write_json_atomic(directory / "config.json", self.config_dict())
         write_json_atomic(directory / "summary.json", self.summary)
         if self.centroids:
@@ -249,6 +272,13 @@ def load_pretrained(name_or_dir: str | Path, *, device: str | torch.device = "cp
     check_state_dict(net, state, where=str(directory / "model.safetensors"))
     net.load_state_dict(state)
     net.eval().to(device)
+    feature_path = None
+    if cfg.get("feature_path"):
+        try:
+            feature_path = FeaturePath.from_tensors(load_file(str(directory / FEATURE_PATH_FILE)), cfg["feature_path"])
+        except (SafetensorError, OSError, KeyError, RuntimeError) as err:
+            msg = f"{directory / FEATURE_PATH_FILE} is missing or damaged ({err}); re-download or re-save the model"
+            raise ScclipError(msg) from None
     summary_path, centroid_path = directory / "summary.json", directory / "centroids.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     centroids = json.loads(centroid_path.read_text()) if centroid_path.is_file() else None
@@ -260,4 +290,5 @@ def load_pretrained(name_or_dir: str | Path, *, device: str | torch.device = "cp
         summary=summary,
         name=directory.name,
         centroids=centroids,
+        feature_path=feature_path,
     )

@@ -1,0 +1,78 @@
+"""The feature path fused with the Transformer (scclip.model.fusion): training, release folder, embedding in
+memory and in chunks, and the fused cosine being the mean of the two paths' cosines."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import scclip
+from scclip.datasets import synthetic_multiome
+from scclip.model.fusion import fuse
+
+
+@pytest.fixture(scope="module")
+def fused(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fusion")
+    data = synthetic_multiome(300, n_genes=120, peaks_per_gene=2, seed=2)
+    model = scclip.train(data, out_dir=tmp / "run", model_config="tiny", val_size=60, feature_path=True,
+                         train_config={"epochs": 2, "batch_size": 64})  # fmt: skip
+    return model, data, tmp
+
+
+def test_fuse_is_unit_and_averages_the_cosines():
+    rng = np.random.default_rng(0)
+    t1, t2, p1, p2 = (rng.normal(size=(5, 8)) for _ in range(4))
+    a, b = fuse(t1, p1), fuse(t2, p2)
+
+    def cos(x, y):
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (y / np.linalg.norm(y, axis=1, keepdims=True)).T
+
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(a @ b.T, (cos(t1, t2) + cos(p1, p2)) / 2, atol=1e-6)
+
+
+def test_training_with_the_feature_path_writes_and_reloads_it(fused):
+    model, data, tmp = fused
+    folder = tmp / "run" / "model"
+    assert (folder / "fusion.safetensors").is_file()
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["feature_path"]["dim"] == 64
+    assert model.summary["feature_path"]["val_foscttm"] < 0.5
+    assert model.embed_dim == model.config.proj_dim + 64
+    loaded = scclip.load_pretrained(tmp / "run")
+    emb_a, emb_b = scclip.embed(model, data), scclip.embed(loaded, data)
+    for m in ("rna", "atac"):
+        raw = emb_a[m].obsm["X_scclip_raw"]
+        assert raw.shape == (300, model.embed_dim)
+        np.testing.assert_allclose(raw, emb_b[m].obsm["X_scclip_raw"], atol=1e-5)
+        np.testing.assert_allclose(np.linalg.norm(raw, axis=1), 1.0, atol=1e-5)
+    # the feature path's half is the MLP's embedding: changing it changes the result
+    loaded.feature_path = None
+    plain = scclip.embed(loaded, data)["rna"].obsm["X_scclip_raw"]
+    assert plain.shape[1] == model.config.proj_dim
+
+
+def test_chunked_embedding_with_the_feature_path_equals_in_memory(fused, tmp_path):
+    model, data, _ = fused
+    path = tmp_path / "cells.h5mu"
+    data.write(path)
+    a = scclip.embed(model, data)
+    b = scclip.embed(model, str(path), chunk_size=70)
+    for m in ("rna", "atac"):
+        np.testing.assert_allclose(a[m].obsm["X_scclip_raw"], b[m].obsm["X_scclip_raw"], atol=1e-5)
+
+
+def test_a_damaged_feature_path_file_is_a_clear_error(fused, tmp_path):
+    import shutil
+
+    from scclip.errors import ScclipError
+
+    _, _, tmp = fused
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp / "run" / "model", copy)
+    (copy / "fusion.safetensors").write_bytes(b"broken")
+    with pytest.raises(ScclipError, match=r"fusion.safetensors is missing or damaged"):
+        scclip.load_pretrained(copy)
