@@ -17,6 +17,9 @@ stopped (same ``--json``). Rows:
   cosines), then gap-closed;
 - ``... + Sinkhorn``: matching-time doubly-stochastic normalisation of the similarities (a separate row, not
   the embedding's own score);
+- ``... + MLP (late fusion)``: the baseline MLP's embedding of the same seed fused with scCLIP's;
+- ``... + feature path``: the product option ``scclip.train(feature_path=True)`` (PCA / LSI of the model's own
+  inputs + contrastive MLP, fused; ``--feature-path``);
 - ``fine-type limit``: FOSCTTM of a perfect classifier of the 23 fine cell types with random ties (per fold).
 
 ``--spec`` takes the keys of ``benchmarks/quality_variants.py`` (``preset``, ``model``, ``train``, ``fs``, ``atac``).
@@ -179,6 +182,36 @@ def run_baselines(mdata, fold, seeds, store: Store, labels, log) -> None:
         log(key, record)
 
 
+def run_feature_path(mdata, fold, seeds, recipe: str, store: Store, runs: Path, labels, log) -> None:
+    """The product recipe ``scclip.train(..., feature_path=True)`` on each fold's trained model: the feature
+    path is fitted after the Transformer (its weights are unchanged), on the same split, so the fold's model
+    plus :func:`scclip.api.add_feature_path` is exactly what training with the option gives."""
+    from scclip.api import add_feature_path, prepare_modality, split_cells
+
+    test = mdata["rna"].obs["batch"].astype(str).isin(fold).to_numpy()
+    query = mdata[test].copy()
+    for seed in seeds:
+        key = f"scCLIP {recipe} + feature path|{','.join(fold)}|{seed}"
+        folder = runs / f"{'_'.join(fold)}_s{seed}"
+        if store.has(key) or not (folder / "model" / "config.json").exists():
+            continue
+        model = scclip.load_pretrained(folder)
+        X = {m: prepare_modality(model, mdata[m], m)[0] for m in ("rna", "atac")}
+        split = split_cells(mdata["rna"].obs, holdout_key="batch", holdout=list(fold), val_key=None,
+                            val_values=(), val_size=1000, seed=seed)  # fmt: skip
+        t0 = time.perf_counter()
+        info = add_feature_path(model, X["rna"], X["atac"], split, seed=seed)
+        seconds = time.perf_counter() - t0
+        emb = scclip.embed(model, query)
+        record = {
+            "joint": _scores(emb["rna"].obsm["X_scclip"], emb["atac"].obsm["X_scclip"], labels),
+            "raw": _scores(emb["rna"].obsm["X_scclip_raw"], emb["atac"].obsm["X_scclip_raw"], labels),
+            "train_seconds": seconds, "feature_path": info,
+        }  # fmt: skip
+        store.put(key, record)
+        log(key, record)
+
+
 def mlp_file(fold, seed: int) -> Path:
     """The contrastive MLP's test embeddings of one fold and seed (for the late-fusion row)."""
     folder = REPO / "runs" / "cv" / "baselines"
@@ -263,6 +296,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--folds", type=int, nargs="+", default=list(range(5)), help="fold numbers 0-4")
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--no-scclip", action="store_true")
+    p.add_argument("--feature-path", action="store_true",
+                   help="also score each fold's model with the feature path fused (train(feature_path=True))")
     p.add_argument("--json", type=Path, default=None, help="results file (resumed when it exists)")
     p.add_argument("--table", type=Path, nargs="+", default=None, help="only print the tables of these files")
     args = p.parse_args(argv)
@@ -302,6 +337,8 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_scclip:
             run_scclip(mdata, fold, args.seeds, spec, args.recipe, store, runs, labels, log)
         run_fusion(fold, args.seeds, args.recipe, store, runs, labels, log)
+        if args.feature_path:
+            run_feature_path(mdata, fold, args.seeds, args.recipe, store, runs, labels, log)
     print_tables(store.data)
 
 

@@ -14,11 +14,12 @@ from scclip._constants import EMBED_KEY
 from scclip.api._chunked import MappedChunks, embed_modality, map_all
 from scclip.api._embed import embed
 from scclip.api._inputs import as_mudata, map_modality, open_input, prepare_modality, preprocess_modality
-from scclip.api._train import build_feature_space, split_cells, train
+from scclip.api._train import add_feature_path, build_feature_space, split_cells, train
 
 __all__ = [
     "EMBED_KEY",
     "MappedChunks",
+    "add_feature_path",
     "as_mudata",
     "build_feature_space",
     "embed",

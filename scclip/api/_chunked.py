@@ -115,7 +115,7 @@ def embed_modality(
             if looks_normalized is None:
                 looks_normalized = chunks.stats.decision()[0]
             X = _preprocess(model, mapped, mod, looks_normalized)
-            out[lo:hi] = model.encode(mod, X, batch_size=batch_size, device=device)
+            out[lo:hi] = model.encode(mod, X, counts=mapped, batch_size=batch_size, device=device)
         return bool(looks_normalized)
 
     used = encode(None)

@@ -11,7 +11,7 @@ import mudata as md
 from scclip import gap
 from scclip._constants import EMBED_KEY, UNS_KEY, raw_key
 from scclip.api._chunked import embed_modality
-from scclip.api._inputs import open_input, prepare_modality
+from scclip.api._inputs import map_modality, open_input, preprocess_modality
 from scclip.errors import ScclipError
 from scclip.io import BackedData, check_chunk_size, check_chunkable, check_modality_data
 from scclip.model.encode import resolve_device
@@ -131,8 +131,10 @@ def _encode_modality(model, adata, m: str, info: dict, *, genome, chunk_size, ba
             model, adata, m, genome=genome, chunk_size=chunk_size, batch_size=batch_size, device=device
         )
     else:
-        X, report = prepare_modality(model, adata, m, genome=genome)
-        raw = model.encode(m, X, batch_size=batch_size, device=device)
+        counts, report = map_modality(adata, model.feature_space[m], genome=genome)
+        X, prep = preprocess_modality(model, counts, m)
+        report = {**report, "preprocessing": prep}
+        raw = model.encode(m, X, counts=counts, batch_size=batch_size, device=device)
     info["modalities"][m] = report
     found = [*report.get("warnings", []), report["preprocessing"].get("warning")]
     info["warnings"] += [f"{m}: {w}" for w in found if w]

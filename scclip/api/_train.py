@@ -224,13 +224,14 @@ def train(
         resume=resume,
         progress=progress,
     )
-    path_info = _add_feature_path(model, X_rna, X_atac, split, seed=tcfg.seed) if feature_path else None
+    atac_counts = counts["atac"][0]
+    path_info = add_feature_path(model, X_rna, atac_counts, split, seed=tcfg.seed) if feature_path else None
     model.summary = {
         "data": data_name,
         "command": command,
         "pairing": pairing,
         "feature_space_report": {"rna": rep_rna, "atac": rep_atac, **({"build": fs_report} if fs_report else {})},
-        **_run_summary(result, split, model, X_rna, X_atac, holdout_key, holdout, tcfg, mcfg),
+        **_run_summary(result, split, model, (X_rna, X_atac, atac_counts), (holdout_key, holdout), tcfg, mcfg),
         **({"feature_path": path_info} if path_info else {}),
         "total_seconds": time.perf_counter() - t_start,
     }
@@ -240,13 +241,18 @@ def train(
     return model
 
 
-def _add_feature_path(model: ScclipModel, X_rna, X_atac, split: dict, *, seed: int) -> dict:
+def add_feature_path(model: ScclipModel, X_rna, atac_counts, split: dict, *, seed: int) -> dict:
     """Fit the feature path on the same split (projections on training + validation cells, MLP early-stopped
-    on the validation cells, as the baseline recipe) and attach it to ``model``; returns its record."""
+    on the validation cells, as the baseline recipe) and attach it to ``model``; returns its record.
+
+    ``X_rna``: the preprocessed RNA matrix; ``atac_counts``: ATAC counts on the model's features.
+    """
     from scclip.model.fusion import fit_feature_path
 
     train_val = np.union1d(split["train"], split["val"])
-    model.feature_path, info = fit_feature_path(X_rna, X_atac, fit_idx=train_val, val_idx=split["val"], seed=seed)
+    model.feature_path, info = fit_feature_path(
+        X_rna, atac_counts, fit_idx=train_val, val_idx=split["val"], seed=seed
+    )
     return info
 
 
@@ -314,9 +320,12 @@ def _training_counts(
     return pairing, fs, fs_report, split, counts
 
 
-def _run_summary(result, split, model, X_rna, X_atac, holdout_key, holdout, tcfg, mcfg) -> dict:
+def _run_summary(result, split, model, matrices, held, tcfg, mcfg) -> dict:
     """The part of ``model.summary`` on the split, the configurations and the :func:`fit` run, and with more
-    than one held-out cell, their FOSCTTM and top-1 matching (``holdout_metrics``)."""
+    than one held-out cell, their FOSCTTM and top-1 matching (``holdout_metrics``). ``matrices``: the
+    preprocessed RNA and ATAC and the ATAC counts; ``held``: (holdout key, values)."""
+    X_rna, X_atac, atac_counts = matrices
+    holdout_key, holdout = held
     out = {
         "n_train_cells": len(split["train"]),
         "n_val_cells": len(split["val"]),
@@ -341,7 +350,7 @@ def _run_summary(result, split, model, X_rna, X_atac, holdout_key, holdout, tcfg
 
         h = split["holdout"]
         zr = model.encode("rna", X_rna[h])
-        za = model.encode("atac", X_atac[h])
+        za = model.encode("atac", X_atac[h], counts=None if atac_counts is None else atac_counts[h])
         out["holdout_metrics"] = {
             "n_cells": len(h),
             "foscttm": float(foscttm(zr, za)["mean"]),

@@ -88,11 +88,17 @@ class ScclipModel:
         """Width of the raw embedding: the projection, plus the feature path's when the model has one."""
         return self.net.cfg.proj_dim + (self.feature_path.dim if self.feature_path is not None else 0)
 
-    def encode(self, modality: str, X, *, batch_size: int = 1024, device=None) -> np.ndarray:
+    def encode(self, modality: str, X, *, counts=None, batch_size: int = 1024, device=None) -> np.ndarray:
         """Raw embeddings of preprocessed CSR rows on the model's features: the Transformer's, fused with the
-        feature path's (:func:`scclip.model.fusion.fuse`) when the model has one."""
+        feature path's (:func:`scclip.model.fusion.fuse`) when the model has one (its ATAC input is ``counts``,
+        the rows before preprocessing)."""
         z = encode_csr(self.net, modality, X, batch_size=batch_size, device=device)
-        return z if self.feature_path is None else fuse(z, self.feature_path.encode(modality, X))
+        if self.feature_path is None:
+            return z
+        if modality == "atac" and counts is None:
+            msg = "this model's feature path reads ATAC counts: pass counts= (the rows before preprocessing)"
+            raise ScclipError(msg)
+        return fuse(z, self.feature_path.encode(modality, counts if modality == "atac" else X))
 
     @classmethod
     def create(
