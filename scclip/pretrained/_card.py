@@ -63,6 +63,8 @@ def render_model_card(model, *, name: str | None = None, load_ref: str | None = 
         "|---|---|",
         *[f"| {k} | {_fmt(v)} |" for k, v in cfg.items() if not isinstance(v, dict | list)],
         f"| learned temperature | {model.temperature:.4f} |",
+        *([f"| feature path | PCA / LSI ({model.feature_path.config['n_components']}) + contrastive MLP, "
+           f"fused (embedding width {model.embed_dim}) |"] if getattr(model, "feature_path", None) else []),
         "",
         "## Training",
     ]
