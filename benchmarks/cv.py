@@ -270,12 +270,37 @@ def print_tables(data: dict) -> None:
     for row, per in table.items():
         cells = [_mean_sd([per[f][c] for f in per]) for c in COLUMNS]
         print(f"| {row} | " + " | ".join(cells) + f" | {len(per)} |")
+    if "contrastive MLP" in table:
+        print_targets(table)
     times = {}
     for key, rec in data["records"].items():
         if "train_seconds" in rec:
             times.setdefault(key.split("|")[0], []).append(rec["train_seconds"])
     print("\nTraining time per model (mean over folds and seeds): " + "; ".join(
         f"{m} {np.mean(t):.0f} s" for m, t in times.items()))  # fmt: skip
+
+
+def print_targets(table: dict) -> None:
+    """Each scCLIP row against the quality targets: FOSCTTM / MLP, folds worse than the MLP, top-1 / MLP,
+    mixing and the per-modality cell-type ASW (fold means)."""
+    mlp = table["contrastive MLP"]
+    folds = [f for f in mlp if all(f in per for per in table.values())]
+
+    def mean(per, c):
+        return float(np.mean([per[f][c] for f in folds]))
+
+    print(f"\nAgainst the contrastive MLP over {len(folds)} folds (targets: FOSCTTM ratio <= 0.90, no fold worse, "
+          "top-1 ratio >= 1.3, mixing >= 0.8, ASW not below the MLP's)\n")  # fmt: skip
+    print("| method | FOSCTTM / MLP | folds worse | top-1 / MLP | mixing | ASW RNA / ATAC |\n|---|---|---|---|---|---|")
+    ref = f"{mean(mlp, 'asw_cell_type_rna'):.3f} / {mean(mlp, 'asw_cell_type_atac'):.3f}"
+    print(f"| contrastive MLP | 1.000 | - | 1.00 | {mean(mlp, 'mixing_entropy'):.3f} | {ref} |")
+    for row, per in table.items():
+        if not row.startswith("scCLIP"):
+            continue
+        worse = sum(per[f]["foscttm"] > mlp[f]["foscttm"] for f in folds)
+        print(f"| {row} | {mean(per, 'foscttm') / mean(mlp, 'foscttm'):.3f} | {worse} | "
+              f"{mean(per, 'top1') / mean(mlp, 'top1'):.2f} | {mean(per, 'mixing_entropy'):.3f} | "
+              f"{mean(per, 'asw_cell_type_rna'):.3f} / {mean(per, 'asw_cell_type_atac'):.3f} |")  # fmt: skip
 
 
 def _mean_sd(values) -> str:
