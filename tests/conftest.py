@@ -54,3 +54,19 @@ def tiny_pretrained(tmp_path_factory) -> Path:
     )
     shutil.copytree(root / "run" / "model", root / "pretrained" / "demo-tiny")
     return root / "pretrained"
+
+
+@pytest.fixture
+def demo_app_env(tmp_path, monkeypatch) -> Path:
+    """The app on a private copy of the shipped ``demo-synthetic`` model (its only pretrained model) and the
+    synthetic demo data, with private cache and runs folders."""
+    import shutil
+
+    pre = tmp_path / "pretrained"
+    shutil.copytree(REPO / "pretrained" / "demo-synthetic", pre / "demo-synthetic")
+    monkeypatch.setenv("SCCLIP_PRETRAINED_DIR", str(pre))
+    monkeypatch.setenv("SCCLIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SCCLIP_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("SCCLIP_DEFAULT_MODEL", "demo-synthetic")
+    monkeypatch.setenv("SCCLIP_DEFAULT_DEMO", "synthetic")
+    return tmp_path

@@ -4,7 +4,6 @@ error messages name the uploaded file rather than the server's temporary path.""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,15 +19,8 @@ DEMO = REPO / "pretrained" / "demo-synthetic"
 
 
 @pytest.fixture
-def app_env(tmp_path, monkeypatch):
-    pre = tmp_path / "pretrained"
-    shutil.copytree(DEMO, pre / "demo-synthetic")
-    monkeypatch.setenv("SCCLIP_PRETRAINED_DIR", str(pre))
-    monkeypatch.setenv("SCCLIP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("SCCLIP_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("SCCLIP_DEFAULT_MODEL", "demo-synthetic")
-    monkeypatch.setenv("SCCLIP_DEFAULT_DEMO", "synthetic")
-    return tmp_path
+def app_env(demo_app_env):
+    return demo_app_env
 
 
 def _human_file(folder: Path) -> Path:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -390,15 +389,8 @@ AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 
 
 @pytest.fixture
-def app_env(tmp_path, monkeypatch):
-    pre = tmp_path / "pretrained"
-    shutil.copytree(DEMO, pre / "demo-synthetic")
-    monkeypatch.setenv("SCCLIP_PRETRAINED_DIR", str(pre))
-    monkeypatch.setenv("SCCLIP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("SCCLIP_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("SCCLIP_DEFAULT_MODEL", "demo-synthetic")
-    monkeypatch.setenv("SCCLIP_DEFAULT_DEMO", "synthetic")
-    return tmp_path
+def app_env(demo_app_env):
+    return demo_app_env
 
 
 def _data_page() -> AppTest:

@@ -94,6 +94,14 @@ def start_app(env: dict, port: int | None = None) -> tuple[subprocess.Popen, str
     return proc, url
 
 
+def stop_app(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def launch_browser(p):
     return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
@@ -194,11 +202,7 @@ def test_click_a_cell_shows_its_library_partners(playwright_api, app_fixture):
                 assert not page.locator('[data-testid="stException"]').count()
             browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_app(proc)
 
 
 #: The sidebar's navigation, the five pages of ``app.py`` and nothing else.
@@ -241,11 +245,7 @@ def test_first_paint_lists_only_the_five_pages(playwright_api, app_fixture, path
             page.screenshot(path=str(ARTIFACTS / f"first_paint{path.replace('/', '_')}.png"))
             browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_app(proc)
     print(f"sidebar navigation states seen from the first paint of {path or '/'}: {seen}")
     assert seen, "the sidebar navigation never appeared"
     assert all(set(s) <= PAGE_TITLES for s in seen), f"the sidebar listed other entries: {seen}"
