@@ -37,15 +37,6 @@ from scclip.datasets._snareseq_raw import (
 )
 from scclip.errors import ScclipError
 
-__all__ = [
-    "DATA_DIR_ENV",
-    "SNARESEQ_BASE_URL",
-    "SNARESEQ_FILES",
-    "chen2019_snareseq",
-    "default_data_dir",
-    "resolve_data_dir",
-]
-
 logger = logging.getLogger(__name__)
 
 #: Environment variable naming the local data directory (used when ``data_dir`` is not given).

@@ -35,8 +35,6 @@ from scclip.genome import (
     parse_intervals,
 )
 
-__all__ = ["gene_coordinates", "resolve_genome", "var_gene_ids", "var_gene_symbols", "var_intervals"]
-
 _COORD_COLUMNS = (("chrom", "start", "end"), ("chr", "chromStart", "chromEnd"), ("seqnames", "start", "end"))
 _ID_COLUMNS = ("gene_ids", "gene_id", "id")
 _SYMBOL_COLUMNS = ("gene_symbols", "gene_symbol", "gene_name", "gene_names", "symbol", "feature_name")

@@ -36,18 +36,6 @@ from scclip.io._checks import (
 )
 from scclip.io._read import h5ad_modalities, h5mu_modalities, shared_obs
 
-__all__ = [
-    "DEFAULT_CHUNK_SIZE",
-    "BackedData",
-    "Modality",
-    "as_backed",
-    "check_chunk_size",
-    "check_chunkable",
-    "from_anndata",
-    "is_backed",
-    "read_backed",
-]
-
 logger = logging.getLogger(__name__)
 
 #: Cells per chunk when none is given: 10,000 cells of 30,000 features at 5% density are ~120 MB as CSR.

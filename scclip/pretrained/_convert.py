@@ -30,8 +30,6 @@ from safetensors.torch import save_file
 
 from scclip.errors import ScclipError
 
-__all__ = ["convert_checkpoint"]
-
 _STATE_KEYS = ("state_dict", "model_state_dict", "model", "net")
 _RELEASE_EXTRA = ("config.json", "summary.json", "README.md", "centroids.json")
 
