@@ -156,12 +156,14 @@ def test_click_a_cell_shows_its_library_partners(playwright_api, app_fixture):
             page.get_by_text("Use this demo dataset").wait_for(timeout=120_000)
             page.get_by_text("Use this demo dataset").click()
             wait_idle(page)
-            page.get_by_text("Feature coverage against model").wait_for(timeout=60_000)
+            # during the rerun Streamlit can briefly show the previous run's summary next to the new one
+            page.get_by_text("Feature coverage against model").first.wait_for(timeout=60_000)
+            wait_idle(page)
             page.screenshot(path=str(ARTIFACTS / "data.png"))
 
             page.get_by_role("link", name="Explore", exact=True).click()
             page.wait_for_selector(".js-plotly-plot", timeout=180_000)
-            page.get_by_text("Embedding quality").wait_for(timeout=120_000)
+            page.get_by_text("Embedding quality").first.wait_for(timeout=120_000)
             wait_idle(page)
             page.wait_for_timeout(1000)
             page.screenshot(path=str(ARTIFACTS / "explore.png"))
@@ -195,7 +197,7 @@ def test_click_a_cell_shows_its_library_partners(playwright_api, app_fixture):
                 wait_idle(page)
                 if name == "zero_shot":
                     page.get_by_role("button", name="Build the zero-shot view").click()
-                    page.get_by_text("Median confidence").wait_for(timeout=120_000)
+                    page.get_by_text("Median confidence").first.wait_for(timeout=120_000)
                     wait_idle(page)
                     page.wait_for_timeout(1000)
                 page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
