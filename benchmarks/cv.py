@@ -148,9 +148,9 @@ def run_baselines(mdata, fold, seeds, store: Store, labels, log) -> None:
     """PCA+CCA (components chosen on validation) and the contrastive MLP (one per seed) on ``fold``."""
     from scclip.metrics import foscttm
 
-    if all(store.has(f"contrastive MLP|{','.join(fold)}|{s}") and mlp_file(fold, s).exists() for s in seeds) and (
-        store.has(f"PCA+CCA|{','.join(fold)}|0")
-    ):
+    if all(
+        store.has(f"contrastive MLP|{','.join(fold)}|{s}") and mlp_file(fold, s).exists() for s in seeds
+    ) and (store.has(f"PCA+CCA|{','.join(fold)}|0")):
         return
     split = B.snare_split(mdata, test_batches=fold, n_val=1000, seed=0)
     rna_f, atac_f = B.pca_lsi_features(mdata, fit_idx=split.train)
@@ -173,11 +173,20 @@ def run_baselines(mdata, fold, seeds, store: Store, labels, log) -> None:
         if store.has(key) and mlp_file(fold, seed).exists():
             continue
         res = B.train_contrastive_mlp(
-            rna_f[split.fit], atac_f[split.fit], rna_f[split.val], atac_f[split.val], seed=seed, max_epochs=300
+            rna_f[split.fit],
+            atac_f[split.fit],
+            rna_f[split.val],
+            atac_f[split.val],
+            seed=seed,
+            max_epochs=300,
         )
         r, a = res.model.embed(rna_f[split.test], atac_f[split.test])
         np.savez(mlp_file(fold, seed), rna=r, atac=a)
-        record = {"joint": _scores(r, a, labels), "train_seconds": res.train_seconds, "best_epoch": res.best_epoch}
+        record = {
+            "joint": _scores(r, a, labels),
+            "train_seconds": res.train_seconds,
+            "best_epoch": res.best_epoch,
+        }
         store.put(key, record)
         log(key, record)
 
@@ -186,7 +195,7 @@ def run_feature_path(mdata, fold, seeds, recipe: str, store: Store, runs: Path, 
     """The product recipe ``scclip.train(..., feature_path=True)`` on each fold's trained model: the feature
     path is fitted after the Transformer (its weights are unchanged), on the same split, so the fold's model
     plus :func:`scclip.api.add_feature_path` is exactly what training with the option gives."""
-    from scclip.api import add_feature_path, prepare_modality, split_cells
+    from scclip.api import add_feature_path, map_modality, prepare_modality, split_cells
 
     test = mdata["rna"].obs["batch"].astype(str).isin(fold).to_numpy()
     query = mdata[test].copy()
@@ -196,16 +205,21 @@ def run_feature_path(mdata, fold, seeds, recipe: str, store: Store, runs: Path, 
         if store.has(key) or not (folder / "model" / "config.json").exists():
             continue
         model = scclip.load_pretrained(folder)
-        X = {m: prepare_modality(model, mdata[m], m)[0] for m in ("rna", "atac")}
+        # as train(feature_path=True): preprocessed RNA, ATAC *counts* on the model's features (the path's LSI
+        # applies its own TF-IDF; embed() hands it the same counts)
+        X = {"rna": prepare_modality(model, mdata["rna"], "rna")[0],
+             "atac": map_modality(mdata["atac"], model.feature_space["atac"])[0]}  # fmt: skip
         split = split_cells(mdata["rna"].obs, holdout_key="batch", holdout=list(fold), val_key=None,
                             val_values=(), val_size=1000, seed=seed)  # fmt: skip
         t0 = time.perf_counter()
         info = add_feature_path(model, X["rna"], X["atac"], split, seed=seed)
         seconds = time.perf_counter() - t0
         emb = scclip.embed(model, query)
+        r_raw, a_raw = emb["rna"].obsm["X_scclip_raw"], emb["atac"].obsm["X_scclip_raw"]
+        np.savez(runs / f"{'_'.join(fold)}_s{seed}_feature_path.npz", rna=r_raw, atac=a_raw)
         record = {
             "joint": _scores(emb["rna"].obsm["X_scclip"], emb["atac"].obsm["X_scclip"], labels),
-            "raw": _scores(emb["rna"].obsm["X_scclip_raw"], emb["atac"].obsm["X_scclip_raw"], labels),
+            "raw": _scores(r_raw, a_raw, labels),
             "train_seconds": seconds, "feature_path": info,
         }  # fmt: skip
         store.put(key, record)
@@ -291,7 +305,9 @@ def print_targets(table: dict) -> None:
 
     print(f"\nAgainst the contrastive MLP over {len(folds)} folds (targets: FOSCTTM ratio <= 0.90, no fold worse, "
           "top-1 ratio >= 1.3, mixing >= 0.8, ASW not below the MLP's)\n")  # fmt: skip
-    print("| method | FOSCTTM / MLP | folds worse | top-1 / MLP | mixing | ASW RNA / ATAC |\n|---|---|---|---|---|---|")
+    print(
+        "| method | FOSCTTM / MLP | folds worse | top-1 / MLP | mixing | ASW RNA / ATAC |\n|---|---|---|---|---|---|"
+    )
     ref = f"{mean(mlp, 'asw_cell_type_rna'):.3f} / {mean(mlp, 'asw_cell_type_atac'):.3f}"
     print(f"| contrastive MLP | 1.000 | - | 1.00 | {mean(mlp, 'mixing_entropy'):.3f} | {ref} |")
     for row, per in table.items():
@@ -321,8 +337,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--folds", type=int, nargs="+", default=list(range(5)), help="fold numbers 0-4")
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--no-scclip", action="store_true")
-    p.add_argument("--feature-path", action="store_true",
-                   help="also score each fold's model with the feature path fused (train(feature_path=True))")
+    p.add_argument(
+        "--feature-path",
+        action="store_true",
+        help="also score each fold's model with the feature path fused (train(feature_path=True))",
+    )
     p.add_argument("--json", type=Path, default=None, help="results file (resumed when it exists)")
     p.add_argument("--table", type=Path, nargs="+", default=None, help="only print the tables of these files")
     args = p.parse_args(argv)
@@ -356,7 +375,9 @@ def main(argv: list[str] | None = None) -> None:
         store.data["meta"].setdefault("fine_type_limit", {})[",".join(fold)] = fine_type_limit(
             obs["cell_type_fine"].astype(str).to_numpy()[test]
         )
-        print(f"fold {k}: test {fold} ({test.sum()} cells), train {len(batch) - test.sum()} cells", flush=True)
+        print(
+            f"fold {k}: test {fold} ({test.sum()} cells), train {len(batch) - test.sum()} cells", flush=True
+        )
         if not args.no_baselines:
             run_baselines(mdata, fold, args.seeds, store, labels, log)
         if not args.no_scclip:

@@ -229,15 +229,12 @@ def test_default_choice(monkeypatch, tmp_path):
     monkeypatch.delenv("SCCLIP_DEFAULT_MODEL", raising=False)
     monkeypatch.setenv("SCCLIP_DATA_DIR", str(tmp_path))  # no real data here
     assert explore.default_choice(["demo-synthetic", "x"]) == ("demo-synthetic", "synthetic")
-    assert explore.default_choice(["mouse-cortex-snareseq", "demo-synthetic"]) == (
-        "demo-synthetic",
-        "synthetic",
-    )
+    shipped = ["mouse-cortex-snareseq", explore.SNARE_DEMO_MODEL, "demo-synthetic"]
+    assert explore.default_choice(shipped) == ("demo-synthetic", "synthetic")
     (tmp_path / explore.SNARE_FILE).write_bytes(b"")
-    assert explore.default_choice(["mouse-cortex-snareseq", "demo-synthetic"]) == (
-        "mouse-cortex-snareseq",
-        "snare-test",
-    )
+    # the default must be zero-shot: the model that never saw the default cells, not the all-library release
+    assert explore.default_choice(shipped) == (explore.SNARE_DEMO_MODEL, "snare-test")
+    assert explore.default_choice(["mouse-cortex-snareseq", "demo-synthetic"]) == ("demo-synthetic", "synthetic")
     assert explore.default_choice([]) == (None, "synthetic")
 
 

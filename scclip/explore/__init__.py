@@ -28,6 +28,7 @@ from pathlib import Path as Path  # ``explore.Path`` is used by webapp/pages/zer
 
 from scclip._constants import EMBED_KEY
 from scclip.explore.cache import (
+    CACHE_OFF_NOTE,
     cache_file,
     compute_umap,
     dataset_fingerprint,
@@ -44,6 +45,7 @@ from scclip.explore.constants import (
     MODEL_ZIP_SUFFIXES,
     PALETTE,
     REPO,
+    SNARE_DEMO_MODEL,
     SNARE_FILE,
     SNARE_TEST_LIBRARIES,
 )
@@ -58,6 +60,7 @@ from scclip.explore.figures import (
     similarity_histogram,
     umap_figure,
 )
+from scclip.explore.input_size import MAX_GB_ENV, check_memory, estimate_memory, max_app_bytes
 from scclip.explore.joint import QC_COLUMNS, Joint, add_qc, default_color_column, joint_from_embedded
 from scclip.explore.locations import cache_dir, data_dir, device_description, runs_dir
 from scclip.explore.matches import (
@@ -72,6 +75,7 @@ from scclip.explore.matches import (
     transfer,
     true_partner_rank,
 )
+from scclip.explore.model_info import cv_foscttm, libraries_text, model_row, read_summary
 from scclip.explore.model_zip import safe_extract_model_zip
 from scclip.explore.quality import METRIC_PANEL, embedding_metrics
 from scclip.explore.selection import (
@@ -80,12 +84,20 @@ from scclip.explore.selection import (
     selection_signature,
     selection_to_cells,
 )
+from scclip.explore.server_paths import (
+    DATA_ROOTS_ENV,
+    check_server_path,
+    check_server_paths,
+    data_roots,
+    is_loopback,
+)
 from scclip.explore.training_runner import (
     CPU_CELLS_PER_SECOND,
     GPU_SPEEDUP,
     RUN_STATUS_ICONS,
     estimate_train_seconds,
     list_runs,
+    log_tail,
     percent_tickformat,
     read_progress,
     resume_training,
@@ -112,10 +124,13 @@ from scclip.explore.zero_shot import (
 )
 
 __all__ = [
+    "CACHE_OFF_NOTE",
     "CPU_CELLS_PER_SECOND",
+    "DATA_ROOTS_ENV",
     "EMBED_KEY",
     "GPU_SPEEDUP",
     "MAX_DRAWN",
+    "MAX_GB_ENV",
     "METRIC_PANEL",
     "MISSING_COLOR",
     "MODALITY_COLORS",
@@ -127,6 +142,7 @@ __all__ = [
     "REPO",
     "RUN_STATUS_ICONS",
     "SKIPPED_NOTE",
+    "SNARE_DEMO_MODEL",
     "SNARE_FILE",
     "SNARE_TEST_LIBRARIES",
     "UPLOAD_SUFFIXES",
@@ -138,11 +154,16 @@ __all__ = [
     "cache_file",
     "category_colors",
     "cell_count_text",
+    "check_memory",
+    "check_server_path",
+    "check_server_paths",
     "composition",
     "composition_figure",
     "compute_umap",
+    "cv_foscttm",
     "data_dir",
     "data_genome",
+    "data_roots",
     "dataset_fingerprint",
     "default_choice",
     "default_color_column",
@@ -150,20 +171,26 @@ __all__ = [
     "draw_indices",
     "embed_cached",
     "embedding_metrics",
+    "estimate_memory",
     "estimate_train_seconds",
     "group_partners",
     "h5mu_bytes",
     "hover_text",
     "is_categorical",
+    "is_loopback",
     "joint_from_embedded",
     "label_columns",
+    "libraries_text",
     "list_demos",
     "list_runs",
     "load_demo",
     "load_reference",
+    "log_tail",
     "matches_csv",
+    "max_app_bytes",
     "max_upload_bytes",
     "model_fingerprint",
+    "model_row",
     "nearest_centroid",
     "one_to_one_table",
     "parse_centroids",
@@ -173,6 +200,7 @@ __all__ = [
     "points_in_polygon",
     "read_files",
     "read_progress",
+    "read_summary",
     "read_uploads",
     "reference_file",
     "refusal",

@@ -15,6 +15,8 @@ MAX_DRAWN = 150_000
 MAX_DRAWN_ENV = "SCCLIP_MAX_DRAWN"
 SNARE_FILE = "chen2019_snareseq_dev.h5mu"
 SNARE_TEST_LIBRARIES = ("09I", "09J")
+#: the app's default model: the CV fold model that never saw SNARE_TEST_LIBRARIES (an honest zero-shot demo)
+SNARE_DEMO_MODEL = "mouse-cortex-snareseq-heldout-09IJ"
 MODEL_ZIP_SUFFIXES = (".json", ".safetensors", ".tsv.gz", ".md")
 MODEL_ZIP_MAX_BYTES = 2 * 1024**3
 # 24 distinguishable colours (Plotly's Dark24 without near-greys, then Light24) for categories.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 from pathlib import Path
 
@@ -19,13 +18,6 @@ common.ensure_app()
 ss = st.session_state
 common.page_header("Model", "The model that embeds your cells. Pretrained models and your own training runs.")
 st.info(f"Compute device: **{explore.device_description()}**", icon=":material/memory:")
-
-
-def _summary(d: Path) -> dict:
-    try:
-        return json.loads((d / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 entries = []
@@ -47,31 +39,15 @@ if not entries:
         "No model found. Train one on the **Train** page or load a folder below.", icon=":material/warning:"
     )
 else:
-    rows = []
-    for e in entries:
-        s = _summary(e["dir"])
-        cfg = {}
-        try:
-            cfg = json.loads((e["dir"] / "config.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            pass
-        held = s.get("holdout_metrics") or {}
-        val = s.get("validation") or {}
-        rows.append(
-            {
-                "": "●" if e["ref"] == ss.get("model_ref") else "",
-                "model": e["dir"].parent.name if e["dir"].name == "model" else e["dir"].name,
-                "source": e["kind"],
-                "genome": cfg.get("genome"),
-                "trained on": Path(str(s.get("data"))).name if s.get("data") else "—",
-                "cells": s.get("n_train_cells"),
-                "val FOSCTTM": val.get("foscttm"),
-                "held-out FOSCTTM": held.get("foscttm"),
-            }
-        )
+    rows = [
+        explore.model_row(e["dir"], kind=e["kind"], in_use=e["ref"] == ss.get("model_ref")) for e in entries
+    ]
     st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
         "val FOSCTTM": st.column_config.NumberColumn(format="%.3f", help="lower is better; 0.5 = random"),
         "held-out FOSCTTM": st.column_config.NumberColumn(format="%.3f", help="on cells never used in training"),
+        "CV FOSCTTM": st.column_config.NumberColumn(
+            format="%.3f", help="expected on new libraries: mean over leave-two-libraries-out CV folds"),
+        "libraries": st.column_config.TextColumn(help="libraries (obs['batch']) that trained the model"),
     })  # fmt: skip
     refs = [e["ref"] for e in entries]
     cur = ss.get("model_ref")
