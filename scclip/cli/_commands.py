@@ -80,10 +80,15 @@ def cmd_train(args) -> int:
     # with --chunk-size, train opens the file on disk itself (and closes it) and maps N cells at a time
     mdata = args.data if args.chunk_size is not None else read(args.data)
     tc = _train_settings(args)
+    mc = args.config
+    if args.skip_empty_patches is not None:  # the switch on top of the preset / JSON config
+        from scclip.model import get_preset
+
+        mc = get_preset(args.config, skip_empty_patches=args.skip_empty_patches)
     model = train(
         mdata,
         out_dir=out,
-        model_config=args.config,
+        model_config=mc,
         train_config=tc,
         feature_space=args.feature_space,
         genome=args.genome,

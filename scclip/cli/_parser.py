@@ -125,7 +125,10 @@ def _add_train_data_options(t: argparse.ArgumentParser) -> None:
     )
     t.add_argument("--holdout-key", default=None, help="obs column naming groups to hold out (e.g. batch)")
     t.add_argument(
-        "--holdout", type=csv_list, default=[], help="comma-separated values of --holdout-key never trained on"
+        "--holdout",
+        type=csv_list,
+        default=[],
+        help="comma-separated values of --holdout-key never trained on",
     )
     t.add_argument("--val-key", default=None, help="obs column for validation cells (default: random cells)")
     t.add_argument(
@@ -135,6 +138,13 @@ def _add_train_data_options(t: argparse.ArgumentParser) -> None:
         "--val-size", type=float, default=0.1, help="random validation fraction (or count if >= 1)"
     )
     t.add_argument("--within-chromosome", action="store_true", help="never let a patch span two chromosomes")
+    t.add_argument(
+        "--skip-empty-patches",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="drop tokens of patches without any non-zero feature in the cell from attention (less work, a "
+        "different model; saved in config.json); default: the preset's / config's value",
+    )
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last")
     t.add_argument(
         "--feature-path",

@@ -50,6 +50,13 @@ class ModelConfig:
         TF-IDF mostly follows sequencing depth, which differs between libraries; the LSI recipe drops it).
     logit_scale_init, logit_scale_max
         Learnable temperature of the CLIP loss as ln(1/T): initial value and clamp.
+    skip_empty_patches
+        Drop from attention every token whose patch holds no non-zero feature of that cell: each batch's
+        non-empty tokens are packed to the front (positions of their original patches kept), padded to the
+        batch's largest count and masked, so the Transformer's work falls with the empty tokens (about half of
+        them in the paper preset). [CLS] always stays. It changes the model (an empty patch's token no longer
+        takes part in attention), so it is part of the architecture, saved in ``config.json``; configs saved
+        before it existed load as ``False``.
     """
 
     d_model: int = 128
@@ -66,6 +73,7 @@ class ModelConfig:
     svd_skip: int = 1
     logit_scale_init: float = math.log(1 / 0.07)
     logit_scale_max: float = math.log(100.0)
+    skip_empty_patches: bool = False
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,12 +96,18 @@ class ModelConfig:
         if not 0.0 <= self.feature_dropout < 1.0 or not 0.0 <= self.dropout < 1.0:
             msg = "dropout and feature_dropout must lie in [0, 1)"
             raise ScclipError(msg)
+        if not isinstance(self.skip_empty_patches, bool):
+            msg = f"skip_empty_patches must be true or false, got {self.skip_empty_patches!r}"
+            raise ScclipError(msg)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
+        """From a saved dict (``config.json``, checkpoints); keys added later take the value that models saved
+        before them ran with (``skip_empty_patches``: False), not today's default for new models."""
+        d = {**SAVED_BEFORE, **d}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -101,6 +115,12 @@ class ModelConfig:
             raise ScclipError(msg)
         return cls(**d)
 
+
+#: Settings added after models were released, with the value every model saved before them ran with.
+SAVED_BEFORE = {"skip_empty_patches": False}
+#: Default of new models (presets, ``get_preset``): decided by speed and the cross-validation in
+#: docs/benchmarks.md ("where we stand"); a saved model keeps the value in its config.
+NEW_MODEL_DEFAULTS = {"skip_empty_patches": ModelConfig.skip_empty_patches}
 
 PRESETS: dict[str, dict] = {
     # Sized for a laptop CPU: trains on the SNARE-seq data in minutes.
@@ -159,5 +179,6 @@ def get_preset(name_or_json: str | dict | None = None, **overrides) -> ModelConf
             f"unknown config {name_or_json!r}; use a preset ({', '.join(PRESETS)}) or a path to a .json file"
         )
         raise ScclipError(msg)
+    base = {**NEW_MODEL_DEFAULTS, **base}
     base.update({k: v for k, v in overrides.items() if v is not None})
     return ModelConfig.from_dict(base)

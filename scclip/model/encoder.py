@@ -18,8 +18,11 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
-        """(B, T, d) -> (B, T, d); with ``cls_only`` only the first token's output (B, 1, d) is computed."""
+    def forward(
+        self, x: torch.Tensor, cls_only: bool = False, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, T, d) -> (B, T, d); with ``cls_only`` only the first token's output (B, 1, d) is computed.
+        ``mask``: (B, 1, 1, T) bool, True for the keys each query may attend to (None: all)."""
         B, T, d = x.shape
         h, dh = self.n_heads, d // self.n_heads
         if cls_only:  # queries of token 0 only; keys and values of all tokens
@@ -28,7 +31,9 @@ class SelfAttention(nn.Module):
             k, v = F.linear(x, w[d:], b[d:]).view(B, T, 2, h, dh).permute(2, 0, 3, 1, 4)  # (B,h,T,dh)
         else:
             q, k, v = self.qkv(x).view(B, T, 3, h, dh).permute(2, 0, 3, 1, 4)  # (B,h,T,dh)
-        y = F.scaled_dot_product_attention(q, k, v)  # no attention dropout: keeps the fused kernel
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask
+        )  # no attention dropout: keeps the fused kernel
         return self.out(y.transpose(1, 2).reshape(B, q.shape[2], d))  # (B,T,d) or (B,1,d)
 
 
@@ -47,12 +52,39 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cls_only: bool = False, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, T, d) -> (B, T, d), or only the [CLS] token (B, 1, d) when ``cls_only`` (the last block: the
-        encoder reads nothing else, so the other tokens' queries, output projection and MLP are skipped)."""
-        y = self.attn(self.ln1(x), cls_only=cls_only)
+        encoder reads nothing else, so the other tokens' queries, output projection and MLP are skipped).
+        ``mask``: (B, 1, 1, T) bool key mask (True = attend), see :class:`SelfAttention`."""
+        y = self.attn(self.ln1(x), cls_only=cls_only, mask=mask)
         x = (x[:, :1] if cls_only else x) + self.drop(y)
         return x + self.mlp(self.ln2(x))
+
+
+def pack_tokens(x: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather each row's kept tokens to the front, in their order, and cut to the batch's largest count.
+
+    Parameters
+    ----------
+    x
+        (B, T, d) tokens (positions already added).
+    keep
+        (B, T) bool, True for the tokens to keep.
+
+    Returns
+    -------
+    (B, K, d) packed tokens and their (B, K) bool mask (True = a real token, False = padding), with
+    ``K = keep.sum(1).max()``. Padding slots hold dropped tokens; the mask keeps them out of attention.
+    """
+    B, T, d = x.shape
+    counts = keep.sum(1)  # (B,)
+    K = int(counts.max()) if B else 0
+    key = torch.arange(T, device=x.device) + (~keep) * T  # kept tokens first, each group in order
+    order = key.argsort(dim=1)[:, :K]  # (B, K)
+    packed = x.gather(1, order[..., None].expand(B, K, d))  # (B, K, d)
+    return packed, torch.arange(K, device=x.device) < counts[:, None]
 
 
 class ModalityEncoder(nn.Module):
@@ -97,16 +129,36 @@ class ModalityEncoder(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.proj_dim, bias=False)
 
     def forward(self, batch: SparseBatch) -> torch.Tensor:
+        """(B, proj_dim) unit embeddings; with ``cfg.skip_empty_patches`` only [CLS] and the non-empty
+        patches' tokens enter the Transformer (packed per batch, see :func:`pack_tokens`)."""
         if self.training:
             batch = batch.dropout(self.cfg.feature_dropout)
+        x = self.tokens(batch)  # (B, P+1, d)
+        keep = None
+        if self.cfg.skip_empty_patches:
+            x, keep = pack_tokens(x, self.keep_mask(batch))  # (B, K, d), K = 1 + most non-empty patches
+        return self.transform(self.drop(x), keep)
+
+    def tokens(self, batch: SparseBatch) -> torch.Tensor:
+        """(B, P+1, d): [CLS] and the patch tokens, positions added."""
         tokens = self.embed(batch)  # (B, P, d)
         x = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)  # (B, P+1, d)
-        x = self.drop(x + self.pos)
+        return x + self.pos
+
+    def keep_mask(self, batch: SparseBatch) -> torch.Tensor:
+        """(B, P+1) bool: [CLS] and every patch with a non-zero feature in the cell."""
+        occupied = self.embed.occupied(batch)  # (B, P)
+        return torch.cat([occupied.new_ones(batch.n_cells, 1), occupied], dim=1)
+
+    def transform(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens (B, T, d) through the blocks -> (B, proj_dim) unit embeddings from [CLS] (token 0).
+        ``keep``: (B, T) bool, the tokens that take part in attention (None: all)."""
+        mask = None if keep is None else keep[:, None, None, :]  # (B, 1, 1, T) key mask
         recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
             last = i == len(self.blocks) - 1  # only [CLS] leaves the last block: (B, 1, d)
             x = (
-                checkpoint(block, x, last, use_reentrant=False) if recompute else block(x, last)
-            )  # (B, P+1, d)
+                checkpoint(block, x, last, mask, use_reentrant=False) if recompute else block(x, last, mask)
+            )  # (B, T, d)
         z = self.proj(self.ln_f(x[:, 0]))  # (B, proj_dim)
         return F.normalize(z.float(), dim=-1)

@@ -134,6 +134,15 @@ class PatchEmbedding(nn.Module):
         tokens = tokens.view(B, P, d).add_(self.bias)  # in place: embedding_bag's backward does not need it
         return self.norm(tokens)
 
+    def occupied(self, batch: SparseBatch) -> torch.Tensor:
+        """(B, n_patches) bool: whether the cell has a non-zero feature in the patch (stored zeros count as
+        empty: they leave the token at its empty value)."""
+        B, P = batch.n_cells, self.n_patches
+        nz = batch.values != 0
+        slot = batch.rows[nz] * P + self.patch[batch.cols[nz]]  # (nnz,) the (cell, patch) of every non-zero
+        out = torch.zeros(B * P, dtype=torch.bool, device=batch.values.device)
+        return out.index_fill_(0, slot, True).view(B, P)
+
     def dense_reference(self, x: torch.Tensor) -> torch.Tensor:
         """The same tokens from a dense (B, n_features) matrix (for tests: the obvious implementation)."""
         B, P, ps = x.shape[0], self.n_patches, self.patch_size
