@@ -17,6 +17,11 @@
 * a background training runner (a subprocess running :func:`scclip.train` that writes ``progress.json``;
   :mod:`~scclip.explore.training_runner`);
 * the zero-shot reference and label centroids (:mod:`~scclip.explore.zero_shot`).
+* colour by a feature: queries (gene, peak / bin, gene activity, gene set) resolved to a
+  :class:`FeatureSpec` (:mod:`~scclip.explore.feature_query`) and per-cell values with the cross-modal imputed
+  view, cached per dataset in a :class:`FeatureStore` (:mod:`~scclip.explore.feature_values`); differential
+  features of a selection (:mod:`~scclip.explore.markers`); their dot plot and the genome track
+  (:mod:`~scclip.explore.view_figures`).
 
 Constants live in :mod:`~scclip.explore.constants`, locations (cache, data, runs) in
 :mod:`~scclip.explore.locations`. Every name is re-exported here, so ``explore.<name>`` keeps working.
@@ -51,6 +56,14 @@ from scclip.explore.constants import (
 )
 from scclip.explore.demos import Demo, default_choice, list_demos, load_demo, synthetic_cells
 from scclip.explore.downloads import h5mu_bytes, matches_csv, umap_csv
+from scclip.explore.feature_query import (
+    PROMOTER_BP,
+    FeatureSpec,
+    activity_region,
+    nearest_genes,
+    resolve_feature,
+)
+from scclip.explore.feature_values import FeatureColors, FeatureStore
 from scclip.explore.figures import (
     category_colors,
     composition_figure,
@@ -63,6 +76,13 @@ from scclip.explore.figures import (
 from scclip.explore.input_size import MAX_GB_ENV, check_memory, estimate_memory, max_app_bytes
 from scclip.explore.joint import QC_COLUMNS, Joint, add_qc, default_color_column, joint_from_embedded
 from scclip.explore.locations import cache_dir, data_dir, device_description, runs_dir
+from scclip.explore.markers import (
+    MAX_TEST_CELLS,
+    category_cells,
+    differential_csv,
+    differential_features,
+    store_obs,
+)
 from scclip.explore.matches import (
     composition,
     group_partners,
@@ -115,6 +135,7 @@ from scclip.explore.uploads import (
     refusal,
     validation_summary,
 )
+from scclip.explore.view_figures import chromosome_offsets, dot_plot, genome_track
 from scclip.explore.zero_shot import (
     cell_count_text,
     load_reference,
@@ -131,6 +152,7 @@ __all__ = [
     "GPU_SPEEDUP",
     "MAX_DRAWN",
     "MAX_GB_ENV",
+    "MAX_TEST_CELLS",
     "METRIC_PANEL",
     "MISSING_COLOR",
     "MODALITY_COLORS",
@@ -138,6 +160,7 @@ __all__ = [
     "MODEL_ZIP_MAX_BYTES",
     "MODEL_ZIP_SUFFIXES",
     "PALETTE",
+    "PROMOTER_BP",
     "QC_COLUMNS",
     "REPO",
     "RUN_STATUS_ICONS",
@@ -147,16 +170,22 @@ __all__ = [
     "SNARE_TEST_LIBRARIES",
     "UPLOAD_SUFFIXES",
     "Demo",
+    "FeatureColors",
+    "FeatureSpec",
+    "FeatureStore",
     "Joint",
+    "activity_region",
     "add_qc",
     "apply_selection_events",
     "cache_dir",
     "cache_file",
+    "category_cells",
     "category_colors",
     "cell_count_text",
     "check_memory",
     "check_server_path",
     "check_server_paths",
+    "chromosome_offsets",
     "composition",
     "composition_figure",
     "compute_umap",
@@ -168,11 +197,15 @@ __all__ = [
     "default_choice",
     "default_color_column",
     "device_description",
+    "differential_csv",
+    "differential_features",
+    "dot_plot",
     "draw_indices",
     "embed_cached",
     "embedding_metrics",
     "estimate_memory",
     "estimate_train_seconds",
+    "genome_track",
     "group_partners",
     "h5mu_bytes",
     "hover_text",
@@ -192,6 +225,7 @@ __all__ = [
     "model_fingerprint",
     "model_row",
     "nearest_centroid",
+    "nearest_genes",
     "one_to_one_table",
     "parse_centroids",
     "partners_display",
@@ -204,6 +238,7 @@ __all__ = [
     "read_uploads",
     "reference_file",
     "refusal",
+    "resolve_feature",
     "resume_training",
     "runs_dir",
     "safe_extract_model_zip",
@@ -213,6 +248,7 @@ __all__ = [
     "similarity_histogram",
     "start_training",
     "stop_training",
+    "store_obs",
     "store_transfer",
     "synthetic_cells",
     "time_left",
