@@ -16,6 +16,7 @@ import torch
 
 from scclip import explore
 from scclip.errors import ScclipError
+from scclip.explore.events import record
 
 MAX_JOINTS = 3  # embeddings kept per session
 OOM = (MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
@@ -55,6 +56,7 @@ def _load_model(model_dir: str, fingerprint: str):
     import scclip
 
     model = scclip.load_pretrained(model_dir)
+    record("model_load", model_dir)  # counted by the load test: once per model, not once per session
     model.net.eval()
     for p in model.net.parameters():
         p.requires_grad_(False)
@@ -115,6 +117,7 @@ def set_model(ref: str) -> None:
 @st.cache_resource(show_spinner="Loading the demo dataset…", max_entries=6)
 def demo_dataset(key: str, n_synthetic: int):
     mdata = explore.load_demo(key, model_summary={"pairing": {"n_rna": n_synthetic}, "data": "synthetic"})
+    record("demo_load", key)
     return mdata, explore.dataset_fingerprint(mdata)
 
 
@@ -145,7 +148,9 @@ def set_data(
     reset_selection()
 
 
-def accept_data(mdata, model: dict | None, *, label: str, source: str, fp: str | None = None, notes=()) -> bool:
+def accept_data(
+    mdata, model: dict | None, *, label: str, source: str, fp: str | None = None, notes=()
+) -> bool:
     """Make ``mdata`` the session's dataset only if ``model`` can embed it.
 
     A refused dataset (wrong species or assembly, no feature in common) leaves the previous dataset in place:
@@ -218,20 +223,21 @@ def joint_for(model: dict, data: dict, *, run: bool = True):
     mdata = data["mdata"]
     n = {m: mdata[m].n_obs for m in mdata.mod}
     what = " + ".join(f"{v:,} {explore.MODALITY_LABELS.get(m, m)}" for m, v in n.items())
+    notes: list[str] = []  # cache notes: a corrupt entry recomputed, an unusable cache folder
     try:
         with st.status(f"Embedding {what} cells with **{model['name']}**…", expanded=True) as status:
             bar = st.progress(0.05, text="Mapping features onto the model and encoding cells…")
             t0 = time.perf_counter()
             with torch.inference_mode():
                 emb, cached = explore.embed_cached(
-                    model["model"], mdata, model_fp=model["fp"], data_fp=data["fp"]
+                    model["model"], mdata, model_fp=model["fp"], data_fp=data["fp"], notes=notes
                 )
             t1 = time.perf_counter()
             bar.progress(
                 0.5, text=f"Embedded in {t1 - t0:.1f} s{' (from cache)' if cached else ''}. Joint UMAP…"
             )
             joint = explore.add_qc(explore.joint_from_embedded(emb), mdata)
-            joint.umap, ucached = explore.umap_cached(joint.Z, key=f"{model['fp']}-{data['fp']}")
+            joint.umap, ucached = explore.umap_cached(joint.Z, key=f"{model['fp']}-{data['fp']}", notes=notes)
             t2 = time.perf_counter()
             bar.progress(1.0, text=f"UMAP in {t2 - t1:.1f} s{' (from cache)' if ucached else ''}.")
             status.update(
@@ -242,11 +248,26 @@ def joint_for(model: dict, data: dict, *, run: bool = True):
     except (ScclipError, *OOM) as err:
         show_error(err, "Embedding")
         return None
+    finally:
+        show_cache_notes(notes)
     joint.info["embedded"] = emb
     while len(joints) >= MAX_JOINTS:
         joints.pop(next(iter(joints)))
     joints[key] = joint
     return joint
+
+
+def show_cache_notes(notes: list[str]) -> None:
+    """Cache notes under the embedding: an unusable cache folder is said once per session."""
+    for n in notes:
+        if n.startswith(explore.CACHE_OFF_NOTE):
+            if st.session_state.get("cache_off_shown"):
+                continue
+            st.session_state.cache_off_shown = True
+            text = n[len(explore.CACHE_OFF_NOTE) :]
+            st.warning(text[:1].upper() + text[1:], icon=":material/cloud_off:")
+        else:
+            st.info(n[:1].upper() + n[1:], icon=":material/build:")
 
 
 def preload_defaults() -> None:

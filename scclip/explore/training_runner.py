@@ -84,29 +84,62 @@ def list_runs(root: Path | None = None) -> list[dict]:
     return out
 
 
+#: Lines of ``train.log`` kept in the progress of a run whose process died.
+LOG_TAIL_LINES = 40
+#: A run still "starting" without a pid after this many seconds never started.
+START_TIMEOUT_S = 300.0
+
+
+def log_tail(run_dir: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a run's ``train.log`` ('' when there is none)."""
+    try:
+        with open(Path(run_dir) / "train.log", "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 64_000))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def read_progress(run_dir: Path) -> dict:
+    """A run's ``progress.json``; a run whose process died (killed, out of memory) reads, and is saved, as
+    ``failed`` with the end of its log and whether its checkpoints let it resume, never "running" forever."""
     path = Path(run_dir) / "progress.json"
     try:
         prog = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
-    if prog.get("status") in ("starting", "running") and not _alive(prog.get("pid")):
+    if prog.get("status") not in ("starting", "running"):
+        return prog
+    pid = prog.get("pid")
+    never_started = pid is None and time.time() - float(prog.get("started") or time.time()) > START_TIMEOUT_S
+    if (pid is not None and not _alive(pid)) or never_started:
         prog["status"] = "failed"
-        prog.setdefault("error", "the training process ended unexpectedly (out of memory or killed?)")
+        prog.setdefault("error", "the training process ended unexpectedly (killed, or out of memory?)")
+        prog["log_tail"] = log_tail(run_dir)
+        prog["resumable"] = (Path(run_dir) / "checkpoints" / "last.safetensors").is_file()
+        prog["finished"] = time.time()
+        with contextlib.suppress(OSError):  # say it once on disk, also for the other sessions
+            _write_json(path, prog)
     return prog
 
 
 def _alive(pid) -> bool:
-    if not pid:
-        return True
+    """Whether ``pid`` is a live (not zombie) training process of ours (a reused pid is not)."""
     try:
         os.kill(int(pid), 0)
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         return False
-    try:  # a finished child that nobody waited for is a zombie: not alive
-        return Path(f"/proc/{int(pid)}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
+    proc = Path(f"/proc/{int(pid)}")
+    if not proc.is_dir():  # no /proc (not Linux): the signal check is all we have
         return True
+    try:
+        if (proc / "stat").read_text().split(")")[-1].split()[0] == "Z":  # finished, never waited for
+            return False
+        return b"scclip.explore" in (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -122,31 +155,48 @@ def start_training(run_dir: str | Path, spec: dict) -> int:
     ``mm10``, ``hg38``), ``train_config`` (dict), ``holdout_key``, ``holdout`` (list), ``val_size``. Progress goes to ``run_dir/progress.json``.
     """
     run_dir = Path(run_dir)
-    prog = read_progress(run_dir)
-    if prog.get("status") in ("starting", "running"):
-        raise ScclipError(f"a training run is already going on in {run_dir}")
-    if (run_dir / "model" / "config.json").is_file():
-        raise ScclipError(f"{run_dir} already holds a trained model: choose another run name")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "STOP").unlink(missing_ok=True)
-    _write_json(run_dir / "job.json", spec)
-    _write_json(
-        run_dir / "progress.json", {"status": "starting", "started": time.time(), "history": [], "pid": None}
-    )
-    log = open(run_dir / "train.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scclip.explore", "train", str(run_dir)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=os.getcwd(),
-    )
-    log.close()
-    prog = json.loads((run_dir / "progress.json").read_text())
-    if prog.get("pid") is None:
-        prog["pid"] = proc.pid
-        _write_json(run_dir / "progress.json", prog)
+    with _run_lock(run_dir):  # two sessions starting the same run at once: one starts, one is told
+        prog = read_progress(run_dir)
+        if prog.get("status") in ("starting", "running"):
+            raise ScclipError(f"a training run is already going on in {run_dir}: choose another run name")
+        if (run_dir / "model" / "config.json").is_file():
+            raise ScclipError(f"{run_dir} already holds a trained model: choose another run name")
+        (run_dir / "STOP").unlink(missing_ok=True)
+        _write_json(run_dir / "job.json", spec)
+        _write_json(
+            run_dir / "progress.json",
+            {"status": "starting", "started": time.time(), "history": [], "pid": None},
+        )
+        with open(run_dir / "train.log", "a" if spec.get("resume") else "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "scclip.explore", "train", str(run_dir)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=os.getcwd(),
+            )
+        prog = json.loads((run_dir / "progress.json").read_text())
+        if prog.get("pid") is None:
+            prog["pid"] = proc.pid
+            _write_json(run_dir / "progress.json", prog)
     return proc.pid
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path):
+    """An exclusive lock on ``run_dir`` (``fcntl.flock``; none where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(run_dir / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def resume_training(run_dir: str | Path) -> int:

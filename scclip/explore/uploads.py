@@ -14,6 +14,7 @@ import numpy as np
 
 from scclip.errors import ScclipError
 from scclip.explore.constants import MODALITY_LABELS
+from scclip.explore.input_size import check_memory
 
 UPLOAD_SUFFIXES = (".h5mu", ".h5ad", ".h5", ".tsv.gz", ".tar.gz", ".tgz")
 #: Prefix of the reading notes that name a file left out because it could not be read.
@@ -80,13 +81,17 @@ def _is_fragments(name: str) -> bool:
     return "fragments" in n and n.endswith((".tsv.gz", ".tsv", ".bed.gz"))
 
 
-def read_files(paths: list[Path], *, model=None, paired: bool | None = None) -> tuple[md.MuData, list[str]]:
+def read_files(
+    paths: list[Path], *, model=None, paired: bool | None = None, max_bytes: int | None = None
+) -> tuple[md.MuData, list[str]]:
     """Read uploaded or server-side files into one MuData: (mdata, notes).
 
     One multi-modal file (``.h5mu``, 10x ARC ``.h5``), or one RNA and one ATAC file, or RNA + a 10x
     ``fragments.tsv.gz`` (counted onto the ``model``'s ATAC features for the RNA barcodes). ``paired=None``
     decides from the barcodes: paired when most cells of the smaller modality occur in both. A file that cannot
     be read is left out when others can be, with a note starting with :data:`SKIPPED_NOTE` saying why.
+    Files whose declared size needs more memory than ``max_bytes`` (default ``$SCCLIP_APP_MAX_GB``, see
+    :func:`~scclip.explore.input_size.check_memory`) are refused before any of them is read.
     """
     from scclip.io import paired_cells, pairing_report, read
 
@@ -104,6 +109,7 @@ def read_files(paths: list[Path], *, model=None, paired: bool | None = None) -> 
         raise ScclipError(
             f"unsupported file {bad[0]!r}: upload .h5mu, .h5ad, a 10x .h5, a 10x .tar.gz or a fragments.tsv.gz"
         )
+    check_memory(others, max_bytes=max_bytes)  # from the declared shapes, before anything is read
     mods: dict[str, ad.AnnData] = {}
     readable, skipped = [], []
     for p in others:  # a bad file among good ones is left out (and named), not fatal to the others

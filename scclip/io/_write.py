@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import uuid
@@ -39,6 +40,17 @@ def write_json_atomic(path: str | Path, obj: dict) -> None:
     atomic_write(Path(path), lambda p: p.write_text(json.dumps(obj, indent=2, default=json_default)))
 
 
+def write_error_message(path: Path, err: OSError) -> str:
+    """One line saying why writing ``path`` failed; a full disk (ENOSPC, also inside an HDF5 message) is named."""
+    detail = " ".join(str(err).split())  # HDF5 messages can span lines
+    if err.errno == errno.ENOSPC or "No space left" in detail or "errno = 28" in detail:
+        return (
+            f"Could not write {path}: the disk is full (No space left on device). Nothing was written; free "
+            "some space or write to another disk."
+        )
+    return f"Could not write {path} ({detail}): check that the folder is writable and has free space."
+
+
 def write_h5mu(mdata: md.MuData, path) -> Path:
     """Write ``mdata`` to ``path`` (``.h5mu``) atomically (a temporary file in the same folder, then a rename),
     creating the folder; a failure leaves no partial file. Returns the path."""
@@ -50,8 +62,7 @@ def write_h5mu(mdata: md.MuData, path) -> Path:
             mdata.write_h5mu(tmp)
         os.replace(tmp, path)  # atomic: readers see the old file or the complete new one
     except OSError as err:
-        msg = f"Could not write {path} ({err}): check that the folder is writable and has free space."
-        raise ScclipError(msg) from err
+        raise ScclipError(write_error_message(path, err)) from err
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -77,7 +76,11 @@ with tab_upload:
                     model=model["model"] if model else None,
                     paired=paired,
                 )
-            bad = {n[len(explore.SKIPPED_NOTE):].split(":", 1)[0] for n in notes if n.startswith(explore.SKIPPED_NOTE)}
+            bad = {
+                n[len(explore.SKIPPED_NOTE) :].split(":", 1)[0]
+                for n in notes
+                if n.startswith(explore.SKIPPED_NOTE)
+            }
             label = " + ".join(f.name for f in files if f.name not in bad)
             fp = hashlib.blake2b(b"".join(f.getvalue()[: 1 << 20] for f in files), digest_size=6).hexdigest()
             common.accept_data(mdata, model, label=label, source=f"upload {fp}", notes=notes)
@@ -91,6 +94,10 @@ with tab_upload:
 
 with tab_path:
     st.markdown("For files too big to upload: paths on the machine running this app, one per line.")
+    address = st.get_option("server.address")
+    if not explore.is_loopback(address):  # a shared server: only below $SCCLIP_DATA_ROOTS
+        st.caption(f"This app is reachable from the network: it reads files below {', '.join(f'`{r}`' for r in explore.data_roots())} only "
+                   f"(`${explore.DATA_ROOTS_ENV}`).")  # fmt: skip
     text = st.text_area(
         "Server paths",
         key="server_paths",
@@ -99,8 +106,10 @@ with tab_path:
     )
     paired_p = st.checkbox("Two files measure the same cells (paired)", value=False, key="path_paired")
     if st.button("Read from server", type="primary", key="path_load", disabled=not (text or "").strip()):
-        paths = [Path(line.strip()).expanduser() for line in text.splitlines() if line.strip()]
         try:
+            paths = explore.check_server_paths(
+                [ln for ln in text.splitlines() if ln.strip()], address=address
+            )
             with st.spinner("Reading…"):
                 mdata, notes = explore.read_files(paths, model=model["model"] if model else None,
                                                   paired=True if paired_p else None)  # fmt: skip
@@ -201,4 +210,6 @@ if data.get("notes"):
         for n in data["notes"]:
             st.markdown(f"- {n}")
 if not summary["errors"]:
-    st.page_link("webapp/pages/explore.py", label="Embed and explore these cells", icon=":material/arrow_forward:")
+    st.page_link(
+        "webapp/pages/explore.py", label="Embed and explore these cells", icon=":material/arrow_forward:"
+    )

@@ -191,7 +191,9 @@ def progress_panel() -> None:
     status_of = {r["name"]: r["status"] for r in runs}
     if ss.get("train_view") not in names:
         ss.train_view = names[-1]
-    sel = st.selectbox("Run", names, format_func=lambda n: f"{n}  ({status_of.get(n, '?')})", key="train_view")
+    sel = st.selectbox(
+        "Run", names, format_func=lambda n: f"{n}  ({status_of.get(n, '?')})", key="train_view"
+    )
     view_dir = explore.runs_dir() / sel
     prog = explore.read_progress(view_dir)
     if not prog:
@@ -225,8 +227,13 @@ def progress_panel() -> None:
             st.toast("Stopping after the current steps…")
     if status == "failed":
         st.error(f"Training failed: {prog.get('error', 'unknown error')} (log: {view_dir / 'train.log'})")
-    if status == "stopped":
-        st.warning(prog.get("note", "stopped by the user"))
+        tail = prog.get("log_tail") or explore.log_tail(view_dir)
+        if tail:
+            with st.expander("End of the training log"):
+                st.code(tail, language=None)
+    if status in ("stopped", "failed"):
+        if status == "stopped":
+            st.warning(prog.get("note", "stopped by the user"))
         if (view_dir / "checkpoints" / "last.safetensors").is_file() and st.button(
             "Resume", icon=":material/resume:", key="train_resume", help="continue from the last checkpoint"
         ):
