@@ -3,13 +3,18 @@
     python benchmarks/speed.py [--data ../shared/data/chen2019_snareseq_dev.h5mu] [--presets default,paper]
         [--batch-size 256] [--steps 8] [--warmup 2] [--embed-cells 10000] [--device auto]
         [--precision auto|fp32|bf16] [--checkpointing] [--compile] [--threads N] [--structure-weight W]
+        [--skip-empty-patches]
 
 Prints one markdown table: preset | train cells/s | share of step time spent building batches (CSR row slicing
 and ``SparseBatch`` construction, i.e. data loading) | embed cells/s (a cell = both modalities, eval mode, no
 grad) | peak RSS. In brackets: threads x cells per process CPU-second, an estimate of the throughput of a
 quiet machine when other jobs share the cores. Each preset runs in a fresh subprocess under ``/usr/bin/time -v``
 (when present) so that the peak resident memory is the whole process's, measured by the OS. On CUDA it also
-prints model FLOP utilisation against ``--peak-tflops`` (H100 bf16 dense: 990).
+prints model FLOP utilisation against ``--peak-tflops`` (H100 bf16 dense: 990). ``--skip-empty-patches`` sets
+``ModelConfig.skip_empty_patches`` (only [CLS] and the non-empty patches' tokens enter the Transformer); the
+printed GFLOP figures are those of the dense sequence either way (the work the model stands for), and the
+share of all-zero patches is printed next to them. The CPU's capability (torch's AVX2 / AVX512 / AMX, native bf16
+or not) is printed with every table.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
     import scclip
     from scclip.api import build_feature_space, prepare_modality
     from scclip.io import read
-    from scclip.model import ClipLoss, encode_csr, get_preset, resolve_device
+    from scclip.model import ClipLoss, describe_cpu, encode_csr, get_preset, resolve_device
     from scclip.model.patch import SparseBatch
     from scclip.model.structure import resolve_structure_weight
     from scclip.pretrained import ScclipModel
@@ -54,7 +59,7 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
     if a.threads:
         torch.set_num_threads(a.threads)
     mdata = read(a.data)
-    cfg = get_preset(preset)
+    cfg = get_preset(preset, skip_empty_patches=a.skip_empty_patches or None)
     fs, _ = build_feature_space(mdata, "own", n_patches=cfg.n_patches, genome=None)
     model = ScclipModel.create(
         fs, cfg, preprocessing={"rna": {"method": "log1p"}, "atac": {"method": "binary"}}
@@ -120,6 +125,7 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
         "precision": a.precision,
         "structure_weight": tcfg.structure_weight,
         "checkpointing": a.checkpointing,
+        "skip_empty_patches": cfg.skip_empty_patches,
         "compile": a.compile,
         "train_cells_per_s": train_cps,
         "load_share": sum(t_load) / sum(t_step),
@@ -138,6 +144,7 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
         "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
         "scclip": scclip.__version__,
+        "cpu": describe_cpu(),
     }
 
 
@@ -154,6 +161,11 @@ def main() -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing")
     p.add_argument("--compile", action="store_true", help="torch.compile the Transformer blocks")
+    p.add_argument(
+        "--skip-empty-patches",
+        action="store_true",
+        help="ModelConfig.skip_empty_patches (default: the preset's)",
+    )
     p.add_argument("--threads", type=int, default=0)
     p.add_argument(
         "--structure-weight",
@@ -171,9 +183,10 @@ def main() -> None:
     flags = [
         f"--{k.replace('_', '-')}={v}"
         for k, v in vars(a).items()
-        if k not in ("one", "presets", "checkpointing", "compile")
+        if k not in ("one", "presets", "checkpointing", "compile", "skip_empty_patches")
     ]
     flags += ["--checkpointing"] * a.checkpointing + ["--compile"] * a.compile
+    flags += ["--skip-empty-patches"] * a.skip_empty_patches
     timer = ["/usr/bin/time", "-v"] if shutil.which("/usr/bin/time") else []
     for preset in a.presets.split(","):
         out = subprocess.run(
@@ -187,14 +200,14 @@ def main() -> None:
         r["rss_source"] = "/usr/bin/time -v" if m else "getrusage"
         rows.append(r)
     print(
-        "| preset | device | precision | ckpt | batch | params (M) | train cells/s (CPU-time est.) | load share "
+        "| preset | device | precision | ckpt | skip empty | batch | params (M) | train cells/s (CPU-time est.) | load share "
         "| embed cells/s (CPU-time est.) | 10k-cell embed (s) | peak RSS (GB) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['preset']} | {r['device']} ({r['threads']} thr) | {r['precision']} | {r['checkpointing']} "
-            f"| {r['batch_size']} | {r['params_m']:.1f} | {r['train_cells_per_s']:.1f} "
+            f"| {r['skip_empty_patches']} | {r['batch_size']} | {r['params_m']:.1f} | {r['train_cells_per_s']:.1f} "
             f"({r['train_cells_per_cpu_s'] * r['threads']:.1f}) | {r['load_share']:.1%} "
             f"| {r['embed_cells_per_s']:.1f} ({r['embed_cells_per_cpu_s'] * r['threads']:.1f}) "
             f"| {r['embed_seconds'] * 10_000 / r['embed_cells']:.1f} "
@@ -206,6 +219,7 @@ def main() -> None:
             f"{r['preset']}: {r['gflop_per_cell_fwd']:.2f} GFLOP/cell forward; train {r['train_gflops']:.0f}, "
             f"embed {r['embed_gflops']:.0f} GFLOP/s achieved; all-zero patches: {zero}"
         )
+        line += f"; CPU capability {r['cpu']}"
         if r["device"].startswith("cuda"):
             line += f"; MFU {r['train_gflops'] / 1e3 / a.peak_tflops:.1%} (peak {a.peak_tflops} TFLOP/s)"
         print(line)

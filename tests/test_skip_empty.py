@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from scclip.cli import build_parser
 from scclip.model import ModelConfig, ScCLIP, get_preset
-from scclip.model.encoder import pack_tokens
+from scclip.model.jagged import Jagged
 from scclip.model.patch import SparseBatch
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
@@ -143,9 +143,9 @@ def test_a_cell_of_only_empty_patches_embeds_its_cls_token_alone():
     assert not torch.allclose(outs[True][0], outs[False][0], atol=1e-4)  # the switch changes the model
 
 
-def _packed_length(enc, X) -> int:
+def _first_block_input(enc, X) -> torch.Tensor:
     seen = []
-    hook = enc.blocks[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[1]))
+    hook = enc.blocks[0].register_forward_pre_hook(lambda mod, args: seen.append(args))
     with torch.no_grad():
         enc(SparseBatch.from_csr(X))
     hook.remove()
@@ -153,26 +153,30 @@ def _packed_length(enc, X) -> int:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_packed_length_is_one_plus_the_most_non_empty_patches(case):
+def test_only_non_empty_tokens_enter_and_attention_pads_to_the_largest_count(case):
     n_cells, n_features, n_patches, density, empty, full = case
     X = _cells(n_cells, n_features, density, seed=7, empty=empty, full=full)
-    enc = _encoder("per_patch", 2, n_features, n_patches, skip=True, training=False)
     patch = np.asarray(_layout(n_features, n_patches)["patch"])
     coo = X.tocoo()
     per_cell = [len(set(patch[coo.col[(coo.row == r) & (coo.data != 0)]])) for r in range(n_cells)]
-    assert _packed_length(enc, X) == 1 + max(per_cell)
-    dense_enc = _encoder("per_patch", 2, n_features, n_patches, skip=False, training=False)
-    assert _packed_length(dense_enc, X) == 1 + n_patches
+    x, _, layout = _first_block_input(_encoder("per_patch", 2, n_features, n_patches, True, False), X)
+    assert x.shape[0] == n_cells + sum(per_cell)  # flat tokens: one [CLS] per cell + the non-empty patches
+    assert layout.length == 1 + max(per_cell)  # the packed (padded) attention length
+    assert layout.mask.sum().item() == x.shape[0]
+    x_dense, _, none = _first_block_input(_encoder("per_patch", 2, n_features, n_patches, False, False), X)
+    assert x_dense.shape[:2] == (n_cells, 1 + n_patches) and none is None
 
 
-def test_pack_tokens_keeps_order_and_masks_padding():
-    x = torch.arange(2 * 5, dtype=torch.float32).view(2, 5, 1)
+def test_jagged_layout_keeps_order_and_masks_padding():
     keep = torch.tensor([[True, False, True, False, True], [True, False, False, False, False]])
-    packed, mask = pack_tokens(x, keep)
-    assert packed.shape == (2, 3, 1)
-    assert packed[0, :, 0].tolist() == [0.0, 2.0, 4.0]  # original order (positions travel with the tokens)
-    assert packed[1, 0, 0].item() == 5.0
-    assert mask.tolist() == [[True, True, True], [True, False, False]]
+    lay = Jagged.from_keep(keep)
+    flat = torch.arange(2 * 5, dtype=torch.float32).view(10, 1)[keep.flatten()]  # tokens 0, 2, 4 | 5
+    padded = lay.pad(flat)
+    assert (lay.length, lay.n_cells) == (3, 2)
+    assert padded[:, :, 0].tolist() == [[0.0, 2.0, 4.0], [5.0, 0.0, 0.0]]  # original order, zero padding
+    assert lay.mask[:, 0, 0].tolist() == [[True, True, True], [True, False, False]]
+    assert lay.cls.tolist() == [0, 3]
+    assert torch.equal(lay.unpad(padded), flat)
 
 
 def test_setting_is_saved_and_old_configs_load_without_it():

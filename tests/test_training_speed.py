@@ -159,3 +159,58 @@ def test_cls_only_last_block_equals_the_full_transformer(training):
             torch.testing.assert_close(
                 g_fast[k], p.grad, rtol=1e-4, atol=1e-6, msg=lambda m, n=k: f"{n}: {m}"
             )
+
+
+def _cpu(monkeypatch, capability: str, avx512_bf16: bool, amx: bool = False) -> None:
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("capability", "avx512_bf16", "amx", "native"),
+    [
+        (
+            "AVX2",
+            True,
+            False,
+            False,
+        ),  # torch dispatches AVX2 kernels: bf16 is emulated whatever the flags say
+        ("DEFAULT", False, False, False),
+        ("AVX512", False, False, False),  # AVX-512 without its bf16 extension (Skylake-X)
+        ("AVX512", True, False, True),  # Zen 4, Cooper Lake
+        ("AVX512", False, True, True),  # Sapphire Rapids (AMX)
+    ],
+)
+def test_cpu_bf16_is_refused_without_native_bf16(monkeypatch, capability, avx512_bf16, amx, native):
+    from scclip.model import check_cpu_bf16, cpu_capability, describe_cpu
+
+    _cpu(monkeypatch, capability, avx512_bf16, amx)
+    assert cpu_capability()["native_bf16"] is native
+    assert describe_cpu().startswith(capability)
+    check_cpu_bf16(torch.device("cuda"))  # never refused off the CPU (no GPU needed: only the device's type)
+    if native:
+        check_cpu_bf16(torch.device("cpu"))
+        return
+    with pytest.raises(ScclipError, match=f"capability {capability}.*--precision fp32") as err:
+        check_cpu_bf16(torch.device("cpu"))
+    assert "\n" not in str(err.value)
+
+
+def test_training_refuses_cpu_bf16_before_the_first_step(monkeypatch, tmp_path):
+    from scclip.training import fit
+
+    _cpu(monkeypatch, "AVX2", avx512_bf16=False)
+    cfg = ModelConfig(
+        d_model=8, n_layers=1, n_heads=2, d_ff=16, proj_dim=4, n_patches=2, embedding_init="random"
+    )
+    model = ScCLIP(cfg, {"rna": _layout(10, 2), "atac": _layout(12, 2)})
+    X = {
+        m: sp.random(20, n, density=0.3, format="csr", random_state=0, dtype=np.float32)
+        for m, n in (("rna", 10), ("atac", 12))
+    }
+    kw = dict(train_idx=np.arange(16), val_idx=np.arange(16, 20), out_dir=tmp_path)
+    with pytest.raises(ScclipError, match="native bf16"):
+        fit(model, X["rna"], X["atac"], cfg=TrainConfig(precision="bf16", epochs=1, batch_size=8), **kw)
+    assert not any(tmp_path.rglob("*.safetensors"))  # nothing trained or written
+    fit(model, X["rna"], X["atac"], cfg=TrainConfig(precision="fp32", epochs=1, batch_size=8), **kw)

@@ -65,7 +65,8 @@ def _add_train(sub, common) -> argparse.ArgumentParser:
         "--precision",
         default=None,
         choices=["auto", "bf16", "fp32"],
-        help="auto (default) = bf16 autocast on CUDA, fp32 on CPU; bf16 on CPU is ~1.4x faster for big presets",
+        help="auto (default) = bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU needs native bf16 "
+        "(AVX512_BF16 or AMX; faster for big presets there) and is refused elsewhere (emulated: ~17x slower)",
     )
     t.add_argument(
         "--activation-checkpointing",

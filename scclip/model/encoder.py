@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from scclip.model.config import ModelConfig
+from scclip.model.jagged import Jagged
 from scclip.model.patch import PatchEmbedding, SparseBatch
 
 
@@ -18,11 +19,11 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def forward(
-        self, x: torch.Tensor, cls_only: bool = False, mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cls_only: bool = False, layout: Jagged | None = None) -> torch.Tensor:
         """(B, T, d) -> (B, T, d); with ``cls_only`` only the first token's output (B, 1, d) is computed.
-        ``mask``: (B, 1, 1, T) bool, True for the keys each query may attend to (None: all)."""
+        With a jagged ``layout``: flat tokens (N, d) -> (N, d), or (B, d) for [CLS] only."""
+        if layout is not None:
+            return self._jagged(x, cls_only, layout)
         B, T, d = x.shape
         h, dh = self.n_heads, d // self.n_heads
         if cls_only:  # queries of token 0 only; keys and values of all tokens
@@ -31,10 +32,24 @@ class SelfAttention(nn.Module):
             k, v = F.linear(x, w[d:], b[d:]).view(B, T, 2, h, dh).permute(2, 0, 3, 1, 4)  # (B,h,T,dh)
         else:
             q, k, v = self.qkv(x).view(B, T, 3, h, dh).permute(2, 0, 3, 1, 4)  # (B,h,T,dh)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask
-        )  # no attention dropout: keeps the fused kernel
+        y = F.scaled_dot_product_attention(q, k, v)  # no attention dropout: keeps the fused kernel
         return self.out(y.transpose(1, 2).reshape(B, q.shape[2], d))  # (B,T,d) or (B,1,d)
+
+    def _jagged(self, x: torch.Tensor, cls_only: bool, lay: Jagged) -> torch.Tensor:
+        """Projections on the flat tokens (N, d); attention per cell, padded to K and masked."""
+        d, B, K = x.shape[1], lay.n_cells, lay.length  # x: (N, d)
+        h, dh = self.n_heads, d // self.n_heads
+        if cls_only:
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[lay.cls], w[:d], b[:d]).view(B, 1, h, dh).transpose(1, 2)  # (B,h,1,dh)
+            k, v = (
+                lay.pad(F.linear(x, w[d:], b[d:])).view(B, K, 2, h, dh).permute(2, 0, 3, 1, 4)
+            )  # (B,h,K,dh)
+        else:
+            q, k, v = lay.pad(self.qkv(x)).view(B, K, 3, h, dh).permute(2, 0, 3, 1, 4)  # (B,h,K,dh)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=lay.mask).transpose(1, 2)  # (B,Kq,h,dh)
+        y = y[:, 0].reshape(B, d) if cls_only else lay.unpad(y.reshape(B, K, d))  # (B,d) or (N,d)
+        return self.out(y)
 
 
 class Block(nn.Module):
@@ -52,39 +67,15 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(
-        self, x: torch.Tensor, cls_only: bool = False, mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cls_only: bool = False, layout: Jagged | None = None) -> torch.Tensor:
         """(B, T, d) -> (B, T, d), or only the [CLS] token (B, 1, d) when ``cls_only`` (the last block: the
         encoder reads nothing else, so the other tokens' queries, output projection and MLP are skipped).
-        ``mask``: (B, 1, 1, T) bool key mask (True = attend), see :class:`SelfAttention`."""
-        y = self.attn(self.ln1(x), cls_only=cls_only, mask=mask)
-        x = (x[:, :1] if cls_only else x) + self.drop(y)
+        With a jagged ``layout`` (empty patches skipped): flat tokens (N, d) -> (N, d), or (B, d)."""
+        y = self.attn(self.ln1(x), cls_only=cls_only, layout=layout)
+        if cls_only:
+            x = x[:, :1] if layout is None else x[layout.cls]  # (B, 1, d) or (B, d)
+        x = x + self.drop(y)
         return x + self.mlp(self.ln2(x))
-
-
-def pack_tokens(x: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather each row's kept tokens to the front, in their order, and cut to the batch's largest count.
-
-    Parameters
-    ----------
-    x
-        (B, T, d) tokens (positions already added).
-    keep
-        (B, T) bool, True for the tokens to keep.
-
-    Returns
-    -------
-    (B, K, d) packed tokens and their (B, K) bool mask (True = a real token, False = padding), with
-    ``K = keep.sum(1).max()``. Padding slots hold dropped tokens; the mask keeps them out of attention.
-    """
-    B, T, d = x.shape
-    counts = keep.sum(1)  # (B,)
-    K = int(counts.max()) if B else 0
-    key = torch.arange(T, device=x.device) + (~keep) * T  # kept tokens first, each group in order
-    order = key.argsort(dim=1)[:, :K]  # (B, K)
-    packed = x.gather(1, order[..., None].expand(B, K, d))  # (B, K, d)
-    return packed, torch.arange(K, device=x.device) < counts[:, None]
 
 
 class ModalityEncoder(nn.Module):
@@ -130,14 +121,15 @@ class ModalityEncoder(nn.Module):
 
     def forward(self, batch: SparseBatch) -> torch.Tensor:
         """(B, proj_dim) unit embeddings; with ``cfg.skip_empty_patches`` only [CLS] and the non-empty
-        patches' tokens enter the Transformer (packed per batch, see :func:`pack_tokens`)."""
+        patches' tokens enter the Transformer (a :class:`~scclip.model.jagged.Jagged` layout)."""
         if self.training:
             batch = batch.dropout(self.cfg.feature_dropout)
         x = self.tokens(batch)  # (B, P+1, d)
-        keep = None
+        layout = None
         if self.cfg.skip_empty_patches:
-            x, keep = pack_tokens(x, self.keep_mask(batch))  # (B, K, d), K = 1 + most non-empty patches
-        return self.transform(self.drop(x), keep)
+            keep = self.keep_mask(batch)  # (B, P+1)
+            x, layout = x[keep], Jagged.from_keep(keep)  # (N, d): N = B + the non-empty patches
+        return self.transform(self.drop(x), layout)
 
     def tokens(self, batch: SparseBatch) -> torch.Tensor:
         """(B, P+1, d): [CLS] and the patch tokens, positions added."""
@@ -150,15 +142,16 @@ class ModalityEncoder(nn.Module):
         occupied = self.embed.occupied(batch)  # (B, P)
         return torch.cat([occupied.new_ones(batch.n_cells, 1), occupied], dim=1)
 
-    def transform(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Tokens (B, T, d) through the blocks -> (B, proj_dim) unit embeddings from [CLS] (token 0).
-        ``keep``: (B, T) bool, the tokens that take part in attention (None: all)."""
-        mask = None if keep is None else keep[:, None, None, :]  # (B, 1, 1, T) key mask
+    def transform(self, x: torch.Tensor, layout: Jagged | None = None) -> torch.Tensor:
+        """Tokens (B, T, d), or flat tokens (N, d) of a jagged ``layout``, through the blocks -> (B, proj_dim)
+        unit embeddings from [CLS]."""
         recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            last = i == len(self.blocks) - 1  # only [CLS] leaves the last block: (B, 1, d)
+            last = i == len(self.blocks) - 1  # only [CLS] leaves the last block: (B, 1, d) or (B, d)
             x = (
-                checkpoint(block, x, last, mask, use_reentrant=False) if recompute else block(x, last, mask)
-            )  # (B, T, d)
-        z = self.proj(self.ln_f(x[:, 0]))  # (B, proj_dim)
+                checkpoint(block, x, last, layout, use_reentrant=False)
+                if recompute
+                else block(x, last, layout)
+            )  # (B, T, d) or (N, d)
+        z = self.proj(self.ln_f(x[:, 0] if layout is None else x))  # (B, proj_dim)
         return F.normalize(z.float(), dim=-1)

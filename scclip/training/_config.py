@@ -17,7 +17,8 @@ class TrainConfig:
     ``torch.compile`` (parameter names, hence checkpoints, are unchanged). ``activation_checkpointing``
     recomputes each block in the backward pass (less memory, more compute, same numbers). ``precision``:
     ``auto`` = bf16 autocast on CUDA and fp32 on CPU; ``bf16`` or ``fp32`` force it (CPU bf16 autocast pays
-    off on CPUs with native bf16 instructions). ``intra_negatives``: weight of same-modality negatives in the
+    off on CPUs with native bf16 instructions, AVX512_BF16 or AMX, and is refused with an error on others,
+    where it is emulated and ~17x slower: :func:`~scclip.model.encode.check_cpu_bf16`). ``intra_negatives``: weight of same-modality negatives in the
     CLIP loss (see :class:`~scclip.model.clip.ClipLoss`). ``ema_decay`` > 0 keeps an exponential moving average
     of the weights (per step) that is validated, checkpointed as ``best`` and released. ``structure_weight``
     > 0 adds the within-modality structure term of :mod:`scclip.model.structure` (similarities kept close to

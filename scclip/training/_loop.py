@@ -26,7 +26,7 @@ import torch
 
 from scclip.errors import ScclipError
 from scclip.model import ClipLoss, ScCLIP
-from scclip.model.encode import autocast, encode_csr
+from scclip.model.encode import autocast, check_cpu_bf16, encode_csr
 from scclip.model.patch import SparseBatch
 from scclip.model.structure import resolve_structure_weight, structure_term
 from scclip.training._averaging import Ema, ema_context
@@ -147,6 +147,8 @@ def _start_run(model: ScCLIP, train_idx, cfg: TrainConfig, ckpt_dir: Path, progr
     if world > 1 and device.type == "cuda" and device.index != torch.cuda.current_device():
         device = torch.device("cuda", torch.cuda.current_device())
         model.to(device)
+    if cfg.bf16:  # fails before the first step on a CPU without native bf16
+        check_cpu_bf16(device)
     torch.manual_seed(cfg.seed)
     batch_size = min(cfg.batch_size, len(train_idx))
     batch_size -= batch_size % world  # the global batch: world_size equal shards
