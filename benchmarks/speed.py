@@ -99,6 +99,7 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
             t_step.append(time.perf_counter() - t0)
             c_step.append(time.process_time() - c0)
         print(f"step {step}: {time.perf_counter() - t0:.2f} s, loss {loss.item():.3f}", file=sys.stderr)
+    train_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # peak after training (GB)
     n_embed = a.embed_cells
     idx = np.arange(n_embed) % Xr.shape[0]  # the data repeated up to n_embed cells
     Er, Ea = Xr[idx], Xa[idx]
@@ -142,6 +143,7 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
         "embed_gflops": flops * n_embed / t_embed / 1e9,
         "zero_patch_share": zero,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        "train_peak_rss_gb": train_rss,
         "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
         "scclip": scclip.__version__,
         "cpu": describe_cpu(),
