@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +113,8 @@ def read_progress(run_dir: Path) -> dict:
         return {}
     if prog.get("status") not in ("starting", "running"):
         return prog
-    pid = prog.get("pid")
+    pid = prog.get("pid") or _worker_pid(Path(run_dir))
+    prog["pid"] = pid
     never_started = pid is None and time.time() - float(prog.get("started") or time.time()) > START_TIMEOUT_S
     if (pid is not None and not _alive(pid)) or never_started:
         prog["status"] = "failed"
@@ -123,6 +125,13 @@ def read_progress(run_dir: Path) -> dict:
         with contextlib.suppress(OSError):  # say it once on disk, also for the other sessions
             _write_json(path, prog)
     return prog
+
+
+def _worker_pid(run_dir: Path) -> int | None:
+    try:
+        return int((run_dir / "worker.pid").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _alive(pid) -> bool:
@@ -163,6 +172,7 @@ def start_training(run_dir: str | Path, spec: dict) -> int:
         if (run_dir / "model" / "config.json").is_file():
             raise ScclipError(f"{run_dir} already holds a trained model: choose another run name")
         (run_dir / "STOP").unlink(missing_ok=True)
+        (run_dir / "worker.pid").unlink(missing_ok=True)  # a previous worker's pid is not this one's
         _write_json(run_dir / "job.json", spec)
         _write_json(
             run_dir / "progress.json",
@@ -176,10 +186,9 @@ def start_training(run_dir: str | Path, spec: dict) -> int:
                 start_new_session=True,
                 cwd=os.getcwd(),
             )
-        prog = json.loads((run_dir / "progress.json").read_text())
-        if prog.get("pid") is None:
-            prog["pid"] = proc.pid
-            _write_json(run_dir / "progress.json", prog)
+        # the worker writes its pid into progress.json itself; until then worker.pid says who it is (never
+        # rewrite progress.json here: the worker may already have written "running" to it)
+        (run_dir / "worker.pid").write_text(str(proc.pid))
     return proc.pid
 
 
@@ -227,6 +236,11 @@ class _Stopped(Exception):
     pass
 
 
+def _log(text: str) -> None:
+    """One line of ``train.log`` (the worker's stdout), flushed at once so that a killed worker keeps it."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
 def train_main(run_dir: Path) -> int:
     """Entry point of the training subprocess (``python -m scclip.explore train RUN_DIR``)."""
     import scclip
@@ -257,6 +271,8 @@ def train_main(run_dir: Path) -> int:
                 {"step": ev["step"], "loss": ev["loss"], "elapsed": prog["elapsed"]}
             )
         elif ev.get("event") == "epoch":
+            _log(f"epoch {ev['epoch']}/{prog.get('epochs')}: loss {ev.get('loss')}, "
+                 f"validation top-1 {ev.get('val_top1')}, FOSCTTM {ev.get('val_foscttm')}")  # fmt: skip
             prog["history"].append(
                 {k: ev.get(k) for k in ("epoch", "loss", "val_foscttm", "val_top1", "elapsed", "temperature")}
             )
@@ -273,6 +289,8 @@ def train_main(run_dir: Path) -> int:
         else:
             mdata = read(data["path"])
         prog["n_cells"] = int(mdata["rna"].n_obs) if "rna" in mdata.mod else 0
+        _log(f"training on {prog['n_cells']} cells ({data}), preset {spec.get('preset', 'default')}"
+             + (", resumed from the last checkpoint" if spec.get("resume") else ""))  # fmt: skip
         scclip.train(
             mdata,
             out_dir=run_dir,
@@ -294,6 +312,9 @@ def train_main(run_dir: Path) -> int:
     except Exception as err:
         prog["status"] = "failed"
         prog["error"] = f"{type(err).__name__}: {err}" if not isinstance(err, ScclipError) else str(err)
+        if not isinstance(err, ScclipError):
+            traceback.print_exc()
+    _log(f"{prog['status']}" + (f": {prog['error']}" if prog.get("error") else ""))
     prog["finished"] = time.time()
     prog["elapsed"] = prog["finished"] - prog["started"]
     _write_json(run_dir / "progress.json", prog)
