@@ -56,7 +56,7 @@ def var_intervals(adata, *, errors: str = "raise", from_names: bool = True):
             start = pd.to_numeric(var[cols[1]], errors="coerce").to_numpy(dtype=float)
             end = pd.to_numeric(var[cols[2]], errors="coerce").to_numpy(dtype=float)
             ok = ~np.isin(np.char.lower(chrom.astype(str)), _NA) & ~np.isnan(start) & ~np.isnan(end)
-            ok[ok] &= end[ok] >= start[ok]
+            ok[ok] &= (end[ok] >= start[ok]) & (start[ok] >= 0)
             if errors == "raise" and not ok.all():
                 bad = np.asarray(var.index)[~ok][:5].tolist()
                 msg = f"{int((~ok).sum())} features lack valid var[{list(cols)}] coordinates (e.g. {bad}); fix or drop them."

@@ -38,7 +38,10 @@ _ALIASES = {
 }
 SPECIES = {"mm10": "mouse", "mm9": "mouse", "mm39": "mouse", "hg38": "human", "hg19": "human"}
 
-_INTERVAL_RE = r"^(?P<chrom>.+?)[:_-](?P<start>[0-9][0-9,]*)[_-](?P<end>[0-9][0-9,]*)$"
+# chrom, start, end separated by ':', '-', '_' (any two, e.g. chr1:100-200, chr1_100_200, chr1:100:200, with spaces
+# around them) or by whitespace alone (chr1 100 200)
+_SEP = r"(?:\s*[:_-]\s*|\s+)"
+_INTERVAL_RE = rf"^\s*(?P<chrom>.+?){_SEP}(?P<start>[0-9][0-9,]*){_SEP}(?P<end>[0-9][0-9,]*)\s*$"
 _PRIMARY_RE = re.compile(r"^chr([0-9]+[A-Za-z]?|[XYZWM]|[IV]+)$")
 
 
@@ -105,7 +108,8 @@ def genome_order(chrom: Sequence[str] | np.ndarray, start: Sequence[int] | np.nd
 
 
 def parse_interval(name: str) -> tuple[str, int, int]:
-    """Parse ``chr1:100-200``, ``chr1-100-200`` or ``chr1_100_200`` (commas in numbers allowed).
+    """Parse ``chr1:100-200``, ``chr1-100-200``, ``chr1_100_200`` or ``chr1:100:200`` (commas in numbers, spaces
+    around the parts and any case of ``chr`` allowed).
 
     Returns the UCSC-style chromosome, start and end; raises :class:`ScclipError` for anything else.
     """
@@ -136,8 +140,8 @@ def parse_intervals(
         examples = ", ".join(repr(x) for x in s[~ok].head(5))
         msg = (
             f"{int((~ok).sum())} of {len(s)} {what} names are not genomic intervals (e.g. {examples}); "
-            "expected 'chr1:100-200', 'chr1-100-200' or 'chr1_100_200' with start <= end, or var columns "
-            "chrom/start/end."
+            "expected 'chr1:100-200', 'chr1-100-200', 'chr1_100_200' or 'chr1:100:200' with start <= end, or var "
+            "columns chrom/start/end."
         )
         raise ScclipError(msg)
     chrom = np.full(len(s), "", dtype=object)

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from scclip._constants import MODALITIES
 from scclip.errors import ScclipError
+from scclip.genome import genome_alias
 
 logger = logging.getLogger("scclip.io")  # the readers' logger: messages keep their scclip.io name
 
@@ -34,7 +35,10 @@ MODALITY_ALIASES = {
         "atac seq",
     },
 }
-PEAK_RE = r"^(?:chr)?[A-Za-z0-9_.]+?[:_-]\d+[-_]\d+$"
+_SEP = r"(?:\s*[:_-]\s*|\s+)"
+#: feature names that look like peaks: ``chr1:100-200``, ``chr1-100-200``, ``chr1_100_200``, ``chr1:100:200``,
+#: ``chr1 100 200``, with or without ``chr``, in any case, spaces around the parts, thousands separators
+PEAK_RE = rf"^\s*(?:chr)?[A-Za-z0-9_.]+?{_SEP}[0-9][0-9,]*{_SEP}[0-9][0-9,]*\s*$"
 COUNT_LAYERS = ("counts", "raw_counts", "count", "raw")
 
 
@@ -211,7 +215,10 @@ def finish_modality(adata: ad.AnnData, mod: str, source: str, notes: list[str]) 
     return adata
 
 
-def build_mudata(mods: dict[str, ad.AnnData], info: dict, global_obs: pd.DataFrame | None = None) -> md.MuData:
+def build_mudata(
+    mods: dict[str, ad.AnnData], info: dict, global_obs: pd.DataFrame | None = None
+) -> md.MuData:
+    check_one_genome(mods, info.get("source", "the data"))
     for note in info.get("notes", []):
         logger.info("%s: %s", info.get("source", ""), note)
     with md.set_options(pull_on_update=False):
@@ -264,7 +271,9 @@ def _columns(adata, mask: np.ndarray):
     return select(mask) if select is not None else adata[:, mask].copy()
 
 
-def select_modalities(mods: dict[str, ad.AnnData], modality: str | None, source: str) -> dict[str, ad.AnnData]:
+def select_modalities(
+    mods: dict[str, ad.AnnData], modality: str | None, source: str
+) -> dict[str, ad.AnnData]:
     if modality is None:
         return mods
     if modality not in mods:
@@ -273,11 +282,33 @@ def select_modalities(mods: dict[str, ad.AnnData], modality: str | None, source:
     return {modality: mods[modality]}
 
 
-def add_genome(adata: ad.AnnData) -> None:
+def add_genome(adata: ad.AnnData, source: str = "the data") -> None:
+    """Record the modality's assembly (``uns['genome']``) from ``var['genome']``; refuse features of two known
+    assemblies in one modality (e.g. GRCh38 and mm10: scCLIP models one genome at a time)."""
     if "genome" in adata.var:
-        genomes = pd.unique(adata.var["genome"].astype(str))
+        values = adata.var["genome"].astype(str)
+        genomes = pd.unique(values)
+        known = {g: genome_alias(g) for g in genomes if genome_alias(g)}
+        if len(set(known.values())) > 1:
+            counts = values.map(known).value_counts()
+            what = ", ".join(f"{g}: {n:,}" for g, n in counts.items())
+            msg = (
+                f"The features in {source} come from several assemblies ({what} features): scCLIP uses one genome "
+                "per model. Keep the features of one species (e.g. adata[:, adata.var['genome'] == 'GRCh38'])."
+            )
+            raise ScclipError(msg)
         if len(genomes) == 1:
             adata.uns["genome"] = str(genomes[0])
+
+
+def check_one_genome(mods: dict, source: str) -> None:
+    """Refuse modalities declared on different known assemblies (RNA on hg38 with ATAC on mm10)."""
+    declared = {m: str(a.uns["genome"]) for m, a in mods.items() if "genome" in getattr(a, "uns", {})}
+    canon = {m: genome_alias(g) for m, g in declared.items() if genome_alias(g)}
+    if len(set(canon.values())) > 1:
+        what = " but ".join(f"{m} on {declared[m]}" for m in canon)
+        msg = f"{source} declares {what}: both modalities must come from one genome; check that the files belong together."
+        raise ScclipError(msg)
 
 
 def has_negative(X) -> bool:

@@ -16,6 +16,8 @@ triplets, so memory stays proportional to the output matrix plus one chunk.
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 
 import anndata as ad
@@ -24,9 +26,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from scclip.errors import ScclipError
+from scclip.genome import normalize_chroms
 
 _POS_BITS = 40  # positions are offset by chromosome id << 40 to search all chromosomes at once
 _COLUMNS = ["chrom", "start", "end", "barcode"]
+_BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 
 
 class _IntervalIndex:
@@ -37,7 +41,7 @@ class _IntervalIndex:
     """
 
     def __init__(self, chrom, start, end):
-        codes, chroms = pd.factorize(pd.Index(chrom).astype(str))
+        codes, chroms = pd.factorize(normalize_chroms(chrom))  # chr1 == 1, chrM == MT
         self.chroms = pd.Index(chroms)
         offset = codes.astype(np.int64) << _POS_BITS
         gstart, gend = offset + start, offset + end
@@ -105,6 +109,24 @@ def _check_intervals(chrom, start, end, feature_names) -> tuple[np.ndarray, np.n
     return chrom, start, end, feature_names
 
 
+def _compression(path: Path) -> str | None:
+    """``'gzip'`` or ``None`` by the file's first bytes (not its name); refuses a BGZF file (the 10x format)
+    without its end-of-file block, i.e. cut short (a file cut at a block boundary would read without error)."""
+    with open(path, "rb") as fh:
+        head = fh.read(18)
+        if head[:2] != b"\x1f\x8b":
+            return None
+        fh.seek(max(0, path.stat().st_size - len(_BGZF_EOF)))
+        tail = fh.read()
+    if head[3] & 4 and head[12:14] == b"BC" and tail != _BGZF_EOF:
+        msg = (
+            f"{path} is cut short: the BGZF end-of-file block of a 10x fragments file is missing (an incomplete "
+            "download or copy); copy the whole file again"
+        )
+        raise ScclipError(msg)
+    return "gzip"
+
+
 def _chunks(path: Path, chunksize: int):
     return pd.read_csv(
         path,
@@ -115,6 +137,8 @@ def _chunks(path: Path, chunksize: int):
         names=_COLUMNS,
         dtype={"chrom": "category", "start": np.int64, "end": np.int64, "barcode": "category"},
         chunksize=chunksize,
+        compression=_compression(path),
+        encoding="utf-8-sig",  # a byte-order mark is not part of the first chromosome name
     )
 
 
@@ -165,13 +189,23 @@ def count_fragments(
             counter.add(chunk)
     except ScclipError:
         raise
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as err:
+    except pd.errors.EmptyDataError as err:
+        msg = f"{path} holds no fragments (no line besides '#' comments): give the sample's fragments.tsv.gz"
+        raise ScclipError(msg) from err
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        msg = f"{path} is damaged or cut short ({type(err).__name__}: {err}): copy the whole file again"
+        raise ScclipError(msg) from err
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
+        why = " ".join(str(err).split())[:300]
         msg = (
-            f"Could not read {path} as a 10x fragments file: malformed lines ({type(err).__name__}: {err}); "
+            f"Could not read {path} as a 10x fragments file: malformed lines ({type(err).__name__}: {why}); "
             "every line must be chrom, start, end, barcode, count, tab-separated ('#' starts a comment): fix or "
             "remove those lines, or re-export the file from Cell Ranger"
         )
         raise ScclipError(msg) from err
+    if not counter.file_chroms:
+        msg = f"{path} holds no fragments (no line besides '#' comments): give the sample's fragments.tsv.gz"
+        raise ScclipError(msg)
     if not counter.file_chroms & set(counter.index.chroms):
         msg = (
             f"No chromosome of {path} (e.g. {sorted(counter.file_chroms)[:3]}) matches the intervals' "
@@ -179,7 +213,9 @@ def count_fragments(
         )
         raise ScclipError(msg)
     names, X = counter.matrix()
-    obs = pd.DataFrame({"n_fragments": counter.n_frag, "n_counts": np.asarray(X.sum(axis=1)).ravel()}, index=names)
+    obs = pd.DataFrame(
+        {"n_fragments": counter.n_frag, "n_counts": np.asarray(X.sum(axis=1)).ravel()}, index=names
+    )
     var = pd.DataFrame({"chrom": chrom, "start": start, "end": end}, index=feature_names)
     adata = ad.AnnData(X=X, obs=obs, var=var)
     adata.uns["fragments"] = {
@@ -192,14 +228,16 @@ def count_fragments(
 
 
 def _check_lines(chunk: pd.DataFrame, path: Path) -> None:
-    """Refuse lines without a barcode or with end < start, showing the first one."""
-    bad_rows = chunk["barcode"].isna() | (chunk["end"] < chunk["start"])
+    """Refuse lines without a barcode, with end < start, a negative start or a position no genome has."""
+    start, end = chunk["start"], chunk["end"]
+    bad_rows = chunk["barcode"].isna() | (end < start) | (start < 0) | (end >= 2**_POS_BITS)
     if bad_rows.any():
         bad = chunk[bad_rows].iloc[0]
         msg = (
             f"{path} has malformed lines (e.g. {bad['chrom']}\t{bad['start']}\t{bad['end']}\t"
-            f"{bad['barcode']}: a missing barcode or end < start); every line must be chrom, start, end, "
-            "barcode, count, tab-separated: fix or remove those lines"
+            f"{bad['barcode']}: a missing barcode, end < start, a negative start or a position beyond any "
+            "chromosome); every line must be chrom, start, end, barcode, count, tab-separated: fix or remove "
+            "those lines"
         )
         raise ScclipError(msg)
 
@@ -233,8 +271,9 @@ class _CutSiteCounter:
             self.n_frag = np.pad(self.n_frag, (0, len(ids) - len(self.n_frag)))
         cell = _lookup(bmap, chunk["barcode"].cat.codes.to_numpy())
         self.n_frag += np.bincount(cell[cell >= 0], minlength=len(self.n_frag))
-        self.file_chroms.update(chunk["chrom"].cat.categories)
-        cmap = self.index.chroms.get_indexer(chunk["chrom"].cat.categories)
+        chroms = normalize_chroms(chunk["chrom"].cat.categories.astype(str))
+        self.file_chroms.update(chroms)
+        cmap = self.index.chroms.get_indexer(chroms)
         chrom_id = _lookup(cmap, chunk["chrom"].cat.codes.to_numpy())
         keep = np.flatnonzero((cell >= 0) & (chrom_id >= 0))
         if keep.size == 0:
@@ -242,7 +281,9 @@ class _CutSiteCounter:
         cell, chrom_id = cell[keep], chrom_id[keep]
         cuts = np.concatenate([chunk["start"].to_numpy()[keep], chunk["end"].to_numpy()[keep] - 1])
         which, ivl = self.index.lookup(np.concatenate([chrom_id, chrom_id]), cuts)
-        self.pieces.append(np.unique(np.concatenate([cell, cell])[which] * self.n_ivl + ivl, return_counts=True))
+        self.pieces.append(
+            np.unique(np.concatenate([cell, cell])[which] * self.n_ivl + ivl, return_counts=True)
+        )
 
     def matrix(self) -> tuple[pd.Index, sp.csr_matrix]:
         """(cell barcodes, float32 CSR cells x intervals of cut-site counts)."""

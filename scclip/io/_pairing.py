@@ -98,5 +98,3 @@ def read_pair(rna_path, atac_path, *, paired: bool = False) -> tuple[md.MuData, 
     mdata = build_mudata(mods, {"source": f"{rna_path} + {atac_path}", "format": "pair", "notes": notes})
     report = pairing_report(mdata)
     return (paired_cells(mdata) if paired else mdata), report
-
-

@@ -22,12 +22,18 @@ import re
 import tarfile
 import tempfile
 import warnings
+import zlib
 from pathlib import Path, PurePosixPath
 
 import anndata as ad
 import h5py
 import mudata as md
 import pandas as pd
+
+try:  # what anndata raises for an element it has no reader for (a damaged or unknown encoding)
+    from anndata._io.specs.registry import IORegistryError
+except ImportError:  # pragma: no cover - other anndata versions
+    IORegistryError = RuntimeError
 
 from scclip.errors import ScclipError
 from scclip.io._checks import (
@@ -41,10 +47,25 @@ from scclip.io._checks import (
     split_by_type,
     use_counts,
 )
+from scclip.io._integrity import check_hdf5_file, check_matrices
 from scclip.io._tenx import read_10x_h5, read_mtx_dir
 
 logger = logging.getLogger(__name__)
 
+#: what h5py, anndata, mudata, scipy, gzip and tarfile raise on damaged or unexpected content
+_READ_ERRORS = (
+    OSError,
+    KeyError,
+    ValueError,
+    IndexError,
+    TypeError,
+    EOFError,
+    tarfile.TarError,
+    zlib.error,
+    IORegistryError,
+    RuntimeError,
+    OverflowError,
+)
 _SUPPORTED = (
     ".h5mu, .h5ad, a Cell Ranger filtered_feature_bc_matrix.h5, a 10x Matrix Market folder "
     "(matrix.mtx(.gz) + features.tsv(.gz) + barcodes.tsv(.gz)) or a .tar.gz of such a folder"
@@ -56,6 +77,8 @@ def _read_h5mu(path: Path, modality: str | None, info: dict) -> md.MuData:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mdata = md.read_h5mu(path)
+    for key, adata in mdata.mod.items():
+        check_matrices(adata, f"'{key}'", path)
     global_obs = shared_obs(mdata.obs, mdata.mod)
     mods = h5mu_modalities(dict(mdata.mod), global_obs, path, modality, info, use_counts)
     notes = info["notes"]
@@ -92,7 +115,7 @@ def h5mu_modalities(items: dict, global_obs, path, modality, info: dict, use_cou
         for col in global_obs.columns.difference(adata.obs.columns):
             adata.obs[col] = global_obs[col].reindex(adata.obs_names).to_numpy()
         mods[mod] = use_counts(adata, notes)
-        add_genome(mods[mod])
+        add_genome(mods[mod], f"{path} ({key})")
     if not mods:
         msg = (
             f"{path} has no rna or atac modality (found: {', '.join(items)}); rename them to 'rna' / 'atac'."
@@ -102,7 +125,9 @@ def h5mu_modalities(items: dict, global_obs, path, modality, info: dict, use_cou
 
 
 def _read_h5ad(path: Path, modality: str | None, info: dict) -> md.MuData:
-    adata = use_counts(ad.read_h5ad(path), info["notes"])
+    adata = ad.read_h5ad(path)
+    check_matrices(adata, "AnnData", path)
+    adata = use_counts(adata, info["notes"])
     mods = h5ad_modalities(adata, path, modality, info["notes"])
     return build_mudata({m: finish_modality(a, m, str(path), info["notes"]) for m, a in mods.items()}, info)
 
@@ -128,7 +153,7 @@ def h5ad_modalities(adata, path, modality: str | None, notes: list[str]) -> dict
             raise ScclipError(msg)
         mods = {modality: adata}
     for a in mods.values():
-        add_genome(a)
+        add_genome(a, str(path))
     return mods
 
 
@@ -157,6 +182,7 @@ def _read_hdf5(path: Path, modality: str | None, info: dict) -> md.MuData:
         msg = f"{path} is not a valid HDF5 file (corrupt or incomplete download?); expected {_SUPPORTED}."
         raise ScclipError(msg)
     with h5py.File(path, "r") as f:
+        check_hdf5_file(f, path)
         keys = set(f.keys())
         cr2 = (
             len(keys) == 1
@@ -219,8 +245,10 @@ def _read_path(path: Path, name: str, modality: str | None, info: dict) -> md.Mu
             return _read_hdf5(path, modality, info)
     except ScclipError:
         raise
-    except (OSError, KeyError, ValueError, IndexError, TypeError, EOFError, tarfile.TarError) as err:
-        msg = f"Could not read {path} as {info['format'] or 'a single-cell file'} ({type(err).__name__}: {err}); the file may be corrupt or not in a supported layout ({_SUPPORTED})."
+    except _READ_ERRORS as err:  # a damaged or unexpected layout, as the libraries underneath report it
+        why = " ".join(str(err).split())  # one line
+        why = why if len(why) <= 300 else why[:300] + "..."
+        msg = f"Could not read {path} as {info['format'] or 'a single-cell file'} ({type(err).__name__}: {why}); the file may be corrupt or not in a supported layout ({_SUPPORTED})."
         raise ScclipError(msg) from err
     msg = f"Unknown format for {path}: expected {_SUPPORTED}."
     raise ScclipError(msg)

@@ -18,7 +18,8 @@ import scipy.sparse as sp
 from scipy.io import mmread
 
 from scclip.errors import ScclipError
-from scclip.io._checks import add_genome, build_mudata, finish_modality, split_by_type
+from scclip.io._checks import PEAK_RE, add_genome, build_mudata, finish_modality, split_by_type
+from scclip.io._integrity import check_csr_arrays, check_mtx_header
 
 
 def decode_strings(values) -> np.ndarray:
@@ -26,43 +27,76 @@ def decode_strings(values) -> np.ndarray:
     return np.char.decode(values, "utf-8") if values.dtype.kind == "S" else values.astype(str)
 
 
+_TENX_REQUIRED = ("barcodes", "data", "indices", "indptr", "shape")
+
+
+def feature_types_from_names(names) -> np.ndarray:
+    """10x feature types for a file that does not store them: ``Peaks`` for names like ``chr1:100-200``, else
+    ``Gene Expression`` (a Cell Ranger ATAC file read as genes would be silently meaningless)."""
+    names = pd.Index(np.asarray(names).astype(str))
+    return np.where(names.str.match(PEAK_RE), "Peaks", "Gene Expression")
+
+
+def _tenx_var(g, path: Path) -> pd.DataFrame:
+    if "features" in g:  # Cell Ranger 3+
+        feats = g["features"]
+        missing = [k for k in ("id", "name") if k not in feats]
+        if missing:
+            msg = f"{path} is a Cell Ranger .h5 without matrix/features/{missing[0]}: the file is incomplete; re-export it from Cell Ranger."
+            raise ScclipError(msg)
+        n_feat = len(feats["id"])
+        var = pd.DataFrame(
+            {"gene_ids": decode_strings(feats["id"][()])}, index=decode_strings(feats["name"][()])
+        )
+        if len(var.index) != n_feat:
+            msg = f"{path} is inconsistent: {n_feat} feature ids but {len(var.index)} feature names."
+            raise ScclipError(msg)
+        has_types = "feature_type" in feats and len(feats["feature_type"]) == n_feat
+        var["feature_types"] = (
+            decode_strings(feats["feature_type"][()]) if has_types else feature_types_from_names(var.index)
+        )
+        tags = decode_strings(feats["_all_tag_keys"][()]) if "_all_tag_keys" in feats else []
+        for key in ("genome", "interval", *tags):
+            if key in feats and key not in var and len(feats[key]) == n_feat:
+                var[str(key)] = decode_strings(feats[key][()])
+        return var
+    if "genes" not in g or "gene_names" not in g:  # Cell Ranger 2: one group named after the genome
+        msg = f"{path} is a Cell Ranger .h5 without its feature table (matrix/features): the file is incomplete; re-export it from Cell Ranger."
+        raise ScclipError(msg)
+    var = pd.DataFrame(
+        {"gene_ids": decode_strings(g["genes"][()])}, index=decode_strings(g["gene_names"][()])
+    )
+    var["feature_types"], var["genome"] = "Gene Expression", g.name.strip("/")
+    return var
+
+
 def read_10x_h5(path: Path, modality: str | None, info: dict) -> md.MuData:
     with h5py.File(path, "r") as f:
-        if "matrix" in f:
-            g = f["matrix"]
-            feats = g["features"]
-            n_feat = len(feats["id"])
-            var = pd.DataFrame({"gene_ids": decode_strings(feats["id"][()])}, index=decode_strings(feats["name"][()]))
-            types = (
-                decode_strings(feats["feature_type"][()])
-                if "feature_type" in feats
-                else ["Gene Expression"] * n_feat
-            )
-            var["feature_types"] = types
-            for key in (
-                "genome",
-                "interval",
-                *decode_strings(feats["_all_tag_keys"][()] if "_all_tag_keys" in feats else []),
-            ):
-                if key in feats and key not in var and len(feats[key]) == n_feat:
-                    var[str(key)] = decode_strings(feats[key][()])
-        else:  # Cell Ranger 2: one group named after the genome
-            genome = next(iter(f.keys()))
-            g = f[genome]
-            var = pd.DataFrame({"gene_ids": decode_strings(g["genes"][()])}, index=decode_strings(g["gene_names"][()]))
-            var["feature_types"], var["genome"] = "Gene Expression", genome
+        g = f["matrix"] if "matrix" in f else f[next(iter(f.keys()))]
+        missing = [k for k in _TENX_REQUIRED if k not in g]
+        if missing:
+            msg = f"{path} is a Cell Ranger .h5 without {g.name.strip('/')}/{missing[0]}: the file is incomplete; re-export it from Cell Ranger."
+            raise ScclipError(msg)
+        var = _tenx_var(g, path)
         barcodes = decode_strings(g["barcodes"][()])
-        n_feat_shape, n_cells = (int(x) for x in g["shape"][()])
+        shape = np.asarray(g["shape"][()]).ravel()
+        if shape.size != 2 or shape.dtype.kind not in "iu" or (shape < 0).any():
+            msg = f"{path} is damaged: matrix/shape is {shape.tolist()}, not (features, barcodes)."
+            raise ScclipError(msg)
+        n_feat_shape, n_cells = (int(x) for x in shape)
+        if n_feat_shape != len(var) or n_cells != len(barcodes) or len(g["indptr"]) != n_cells + 1:
+            msg = (
+                f"{path} is inconsistent (shape, features and barcodes disagree): the file may be truncated."
+            )
+            raise ScclipError(msg)
         data, indices, indptr = g["data"][()], g["indices"][()], g["indptr"][()]
-    if n_feat_shape != len(var) or n_cells != len(barcodes) or len(indptr) != n_cells + 1:
-        msg = f"{path} is inconsistent (shape, features and barcodes disagree): the file may be truncated."
-        raise ScclipError(msg)
     # The 10x matrix is features x barcodes in CSC, i.e. barcodes x features in CSR: no conversion needed.
+    check_csr_arrays(data, indices, indptr, (n_cells, len(var)), "count matrix", path)
     X = sp.csr_matrix((data.astype(np.float32), indices, indptr), shape=(n_cells, len(var)))
     adata = ad.AnnData(X=X, obs=pd.DataFrame(index=barcodes), var=var)
     mods = split_by_type(adata, var["feature_types"], str(path), info["notes"], modality)
     for a in mods.values():
-        add_genome(a)
+        add_genome(a, str(path))
     return build_mudata({m: finish_modality(a, m, str(path), info["notes"]) for m, a in mods.items()}, info)
 
 
@@ -100,15 +134,16 @@ def read_mtx_dir(root: Path, modality: str | None, info: dict) -> md.MuData:
         ]
         msg = f"The 10x folder {folder} has matrix.mtx but no {' or '.join(missing)}."
         raise ScclipError(msg)
-    X = sp.csr_matrix(mmread(matrix).T, dtype=np.float32)
     feat, bc = read_tsv(features), read_tsv(barcodes)[0].to_numpy()
+    check_mtx_header(matrix, len(feat), len(bc))
+    X = sp.csr_matrix(mmread(matrix).T, dtype=np.float32)
     if features.name.startswith("peaks.bed"):
         feat = pd.DataFrame(
             {0: feat[0] + ":" + feat[1] + "-" + feat[2], 2: "Peaks", 3: feat[0], 4: feat[1], 5: feat[2]}
         )
     names = feat[1] if feat.shape[1] > 1 else feat[0]
     var = pd.DataFrame({"gene_ids": feat[0].to_numpy()}, index=names.to_numpy())
-    var["feature_types"] = feat[2].to_numpy() if 2 in feat else "Gene Expression"
+    var["feature_types"] = feat[2].to_numpy() if 2 in feat else feature_types_from_names(var.index)
     if feat.shape[1] >= 6:
         var["chrom"], var["start"], var["end"] = feat[3].to_numpy(), feat[4].to_numpy(), feat[5].to_numpy()
         var["interval"] = var["chrom"] + ":" + var["start"] + "-" + var["end"]
