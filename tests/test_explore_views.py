@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 import scclip
 from scclip import explore
@@ -184,3 +185,86 @@ def test_real_data_colour_and_markers(snare_h5mu):
         store, ("cell_type", mdata["rna"].obs["cell_type"].iloc[0]), modality="atac"
     )
     assert time.perf_counter() - t < 30 and (df["nearest gene"] != "").all()
+
+
+# --------------------------------------------------------------------------- 3. genome view (patch attribution)
+def _planted_pair(model, *, n=60, rna_patch=3, atac_patch=5):
+    """``n`` synthetic cells twice: as they are (group 'reference') and with one planted region per modality
+    (group 'planted'): +10 counts on every gene of RNA patch ``rna_patch``, and every peak in ATAC patch
+    ``atac_patch`` (of the model's bins) open."""
+    import anndata as ad
+    import mudata as md
+
+    from scclip.features import align_features
+
+    base = synthetic_multiome(n_cells=n, seed=0)
+    fs = model.feature_space
+    rna, atac = base["rna"], base["atac"]
+    genes = np.flatnonzero(
+        pd.Series(fs["rna"].patch, index=fs["rna"].names).reindex(rna.var_names) == rna_patch
+    )
+    to_bins = align_features(atac, fs["atac"]).transform(sp.identity(atac.n_vars, format="csr"))
+    peaks = np.unique(to_bins[:, np.flatnonzero(fs["atac"].patch == atac_patch)].nonzero()[0])
+    X, Y = rna.X.toarray(), atac.X.toarray()
+    X[:, genes] += 10
+    Y[:, peaks] = np.maximum(Y[:, peaks], 1)
+
+    def both(a, M):
+        out = ad.concat([a, ad.AnnData(sp.csr_matrix(M), obs=a.obs.copy(), var=a.var.copy())])
+        out.obs_names = [f"{x}-{k}" for k in ("ref", "planted") for x in a.obs_names]
+        out.var = a.var.copy()
+        out.obs["group"] = pd.Categorical(np.repeat(["reference", "planted"], n))
+        return out
+
+    return md.MuData({"rna": both(rna, X), "atac": both(atac, Y)})
+
+
+@pytest.fixture(scope="module")
+def attribution(model):
+    calls = []
+    df = explore.patch_attribution(
+        model,
+        _planted_pair(model),
+        ("group", "planted"),
+        steps=16,
+        budget=None,
+        progress=lambda f, m: calls.append(f),
+    )
+    return df, calls
+
+
+def test_the_planted_region_ranks_first(attribution):
+    df, calls = attribution
+    assert set(df.columns) >= {"modality", "patch", "chrom", "start", "end", "attribution", "top_features"}
+    top = df.sort_values("attribution", ascending=False).groupby("modality")["patch"].first()
+    assert top.to_dict() == {"rna": 3, "atac": 5}
+    assert calls and calls[-1] == pytest.approx(1.0) and calls == sorted(calls)
+
+
+def test_integrated_gradients_are_complete(attribution):
+    df, _ = attribution
+    for m, check in df.attrs["check"].items():
+        # each cell: IG summed over patches = s(x) - s(baseline), up to the 16-point quadrature error
+        assert check["group_ig_sum"] == pytest.approx(check["group_output_minus_baseline"], rel=1e-2), m
+        # group minus reference: the baseline cancels
+        assert check["attribution_sum"] == pytest.approx(check["target_difference"], abs=2e-3), m
+        assert df[df.modality == m]["attribution"].sum() == pytest.approx(check["attribution_sum"])
+
+
+def test_patch_coordinates_come_from_the_feature_space(attribution, model):
+    df, _ = attribution
+    feats = model.feature_space["rna"].to_frame()
+    row = df[(df.modality == "rna") & (df.patch == 3)].iloc[0]
+    on = feats[(feats.patch == 3) & (feats.chrom == row["chrom"])]
+    assert (row["start"], row["end"]) == (on["start"].min(), on["end"].max())
+    assert row["top_features"].split(" ")[0] in set(feats[feats.patch == 3]["name"])
+
+
+def test_sampled_path_and_genome_track(model, attribution):
+    exact, _ = attribution
+    pts = explore.path_points(10, 32, 40, np.random.default_rng(0))
+    assert pts.shape == (4, 10) and ((pts >= 0) & (pts <= 1)).all()
+    fig = explore.genome_track(exact, genome="mm10")
+    assert len(fig.data) == 2 and "attribution" in fig.data[0].hovertext[0]
+    with pytest.raises(ScclipError, match="steps must be at least 1"):
+        explore.patch_attribution(model, _planted_pair(model, n=4), [0], steps=0)

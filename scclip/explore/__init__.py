@@ -32,6 +32,12 @@ from __future__ import annotations
 from pathlib import Path as Path  # ``explore.Path`` is used by webapp/pages/zero_shot.py
 
 from scclip._constants import EMBED_KEY
+from scclip.explore.attribution import (
+    ATTRIBUTION_BUDGET,
+    MAX_ATTRIBUTION_CELLS,
+    patch_attribution,
+    path_points,
+)
 from scclip.explore.cache import (
     CACHE_OFF_NOTE,
     cache_file,
@@ -78,7 +84,9 @@ from scclip.explore.joint import QC_COLUMNS, Joint, add_qc, default_color_column
 from scclip.explore.locations import cache_dir, data_dir, device_description, runs_dir
 from scclip.explore.markers import (
     MAX_TEST_CELLS,
+    as_cells,
     category_cells,
+    cells_in_modality,
     differential_csv,
     differential_features,
     store_obs,
@@ -145,11 +153,13 @@ from scclip.explore.zero_shot import (
 )
 
 __all__ = [
+    "ATTRIBUTION_BUDGET",
     "CACHE_OFF_NOTE",
     "CPU_CELLS_PER_SECOND",
     "DATA_ROOTS_ENV",
     "EMBED_KEY",
     "GPU_SPEEDUP",
+    "MAX_ATTRIBUTION_CELLS",
     "MAX_DRAWN",
     "MAX_GB_ENV",
     "MAX_TEST_CELLS",
@@ -177,11 +187,13 @@ __all__ = [
     "activity_region",
     "add_qc",
     "apply_selection_events",
+    "as_cells",
     "cache_dir",
     "cache_file",
     "category_cells",
     "category_colors",
     "cell_count_text",
+    "cells_in_modality",
     "check_memory",
     "check_server_path",
     "check_server_paths",
@@ -230,6 +242,8 @@ __all__ = [
     "parse_centroids",
     "partners_display",
     "partners_table",
+    "patch_attribution",
+    "path_points",
     "percent_tickformat",
     "points_in_polygon",
     "read_files",

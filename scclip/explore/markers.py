@@ -43,7 +43,8 @@ def category_cells(store: FeatureStore, column: str, value) -> np.ndarray:
     return hit
 
 
-def _as_cells(store: FeatureStore, group) -> np.ndarray:
+def as_cells(store: FeatureStore, group) -> np.ndarray:
+    """Global cell indices of a group: an index array (a selection) or ``(obs column, value)``."""
     if isinstance(group, tuple) and len(group) == 2 and isinstance(group[0], str):
         return category_cells(store, *group)
     cells = np.unique(np.asarray(group, dtype=np.int64).ravel())
@@ -52,7 +53,7 @@ def _as_cells(store: FeatureStore, group) -> np.ndarray:
     return cells
 
 
-def _in_modality(store: FeatureStore, cells: np.ndarray, modality: str) -> tuple[np.ndarray, str]:
+def cells_in_modality(store: FeatureStore, cells: np.ndarray, modality: str) -> tuple[np.ndarray, str]:
     """Positions within ``modality``'s cells of a group; the other modality's cells count through their own
     profile (paired data) or their nearest cross-modal cell. Returns (local positions, note)."""
     off, n_m = store.offset[modality], store.data[modality].n_obs
@@ -79,12 +80,12 @@ def _subsample(cells: np.ndarray, max_cells: int, rng: np.random.Generator) -> n
 def _groups(
     store, group_a, group_b, modality: str, max_cells: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, list]:
-    a, note_a = _in_modality(store, _as_cells(store, group_a), modality)
+    a, note_a = cells_in_modality(store, as_cells(store, group_a), modality)
     notes = [f"group A: {note_a}"] if note_a else []
     if group_b is None:
         b = np.setdiff1d(np.arange(store.data[modality].n_obs), a)
     else:
-        b, note_b = _in_modality(store, _as_cells(store, group_b), modality)
+        b, note_b = cells_in_modality(store, as_cells(store, group_b), modality)
         b = np.setdiff1d(b, a)
         notes += [f"group B: {note_b}"] if note_b else []
     if a.size < 2 or b.size < 2:
