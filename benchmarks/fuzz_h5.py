@@ -98,8 +98,9 @@ def ad_dtype(rng, base, dst):
     text = f"{mod} X/data stored as {dtype}"
     if not np.isfinite(exp).all() or (exp < 0).any():
         return Mutation(text + " (values wrap to negative / inf)", "refuse", mod=mod)
+    expect = "maybe" if dtype == "float16" else "read"  # scipy has no sparse float16: a clear refusal is fine
     return Mutation(
-        text, "read", with_x(base.ref, mod, sp.csr_matrix((exp, indices, indptr), shape=shape)), mod=mod
+        text, expect, with_x(base.ref, mod, sp.csr_matrix((exp, indices, indptr), shape=shape)), mod=mod
     )
 
 
@@ -108,6 +109,8 @@ def ad_strings(rng, base, dst):
     how = pick(rng, ["fixed", "vlen", "dense"])
     with h5py.File(dst, "r+") as f:
         data, indices, indptr, shape = csr_parts(f, xp)
+        if how == "dense" and shape[0] * shape[1] > 200_000:  # millions of Python strings: slow to write
+            how = "vlen"
         text = np.char.mod("%g", data)
         if how == "fixed":
             replace_ds(f, f"{xp}/data", text.astype("S"))
@@ -609,7 +612,7 @@ def tenx_features(rng, base, dst):
             )
         if "atac" not in base.ref:
             return Mutation("10x unchanged (no peaks to rename)", "read", base.ref)
-        names = fg["name"][()].astype(object)
+        names = fg["name"][()].astype(str).astype(object)
         peaks = np.flatnonzero(np.char.lower(types) == "peaks")
         new, style = peak_names(rng, *base.ref["atac"].coords)
         names[peaks] = new

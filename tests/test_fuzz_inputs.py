@@ -410,3 +410,15 @@ def test_fuzz_subset_reads_correctly_or_refuses_clearly(bases, tmp_path, family)
     failures = [f"{r['case']}: {r['mutation']}: {r['detail']}" for r in results if r["outcome"] == "failure"]
     assert not failures, "\n".join(failures)
     assert {r["outcome"] for r in results} <= {"read", "refused"}
+
+
+def test_chunked_reading_refuses_indices_out_of_range_before_using_them(tmp_path):
+    from scclip.io import read_backed
+
+    path, a = _h5ad(tmp_path)
+    with read_backed(path, modality="rna") as data:
+        assert sum(c.nnz for _, _, c in data["rna"].chunks(7)) == a.X.nnz
+    with h5py.File(path, "r+") as f:
+        f["X/indices"][0] = 50
+    with read_backed(path, modality="rna") as data:
+        _refused(lambda: list(data["rna"].chunks(7)), "cells 0 to 7", "damaged")

@@ -34,6 +34,7 @@ from scclip.io._checks import (
     to_csr,
     unsupported_input,
 )
+from scclip.io._integrity import check_hdf5_file, check_matrix
 from scclip.io._read import h5ad_modalities, h5mu_modalities, shared_obs
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class Modality:
         """Cells ``lo:hi`` as float32 CSR (only these rows are read)."""
         if self.rows is None:
             part = self.X[lo:hi]
+            check_matrix(part, f"matrix of cells {lo} to {hi}", self.source)  # before any use of its indices
         else:
             r = self.rows[lo:hi]
             if r.size and r[-1] - r[0] == r.size - 1 and bool(np.all(np.diff(r) == 1)):
@@ -218,6 +220,7 @@ def read_backed(path, *, modality: str | None = None) -> BackedData:
     f = h5py.File(path, "r")
     info: dict = {"source": str(path), "format": "", "notes": [], "backed": True}
     try:
+        check_hdf5_file(f, path)
         if "mod" in f:
             info["format"] = "h5mu"
             items = {key: _open_group(f["mod"][key], str(path)) for key in f["mod"]}
