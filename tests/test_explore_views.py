@@ -268,3 +268,30 @@ def test_sampled_path_and_genome_track(model, attribution):
     assert len(fig.data) == 2 and "attribution" in fig.data[0].hovertext[0]
     with pytest.raises(ScclipError, match="steps must be at least 1"):
         explore.patch_attribution(model, _planted_pair(model, n=4), [0], steps=0)
+
+
+# --------------------------------------------------------------------------- 4. hand-off
+@pytest.mark.parametrize("part", ["joint", "rna", "atac"])
+def test_h5ad_hand_off_reads_back_with_anndata(tmp_path, joint, data, part):
+    import anndata as ad
+
+    j = explore.Joint(
+        joint.Z, joint.obs.copy(), joint.n_rna, joint.paired, joint.partner, info=dict(joint.info)
+    )
+    j.umap = np.random.default_rng(0).normal(size=(j.n, 2)).astype(np.float32)
+    explore.store_transfer(j, "cell_type", "RNA", explore.transfer(j, "cell_type", source="RNA", k=5))
+    path = tmp_path / f"{part}.h5ad"
+    path.write_bytes(explore.h5ad_bytes(j, part, data=data))
+    back = ad.read_h5ad(path)
+    n = {"joint": j.n, "rna": j.n_rna, "atac": j.n - j.n_rna}[part]
+    assert back.n_obs == n and back.obs_names.is_unique
+    assert back.obsm["X_umap"].shape == (n, 2) and back.obsm["X_scclip"].shape == (n, j.Z.shape[1])
+    assert {"cell_type", "transferred cell_type", "transfer confidence", "modality"} <= set(back.obs.columns)
+    assert isinstance(back.obs["transferred cell_type"].dtype, pd.CategoricalDtype)
+    assert back.n_vars == (0 if part == "joint" else data[part].n_vars)
+
+
+def test_h5ad_needs_a_umap(joint):
+    j = explore.Joint(joint.Z, joint.obs, joint.n_rna, joint.paired, joint.partner)
+    with pytest.raises(ScclipError, match="compute the UMAP first"):
+        explore.h5ad_bytes(j)

@@ -21,7 +21,9 @@
   :class:`FeatureSpec` (:mod:`~scclip.explore.feature_query`) and per-cell values with the cross-modal imputed
   view, cached per dataset in a :class:`FeatureStore` (:mod:`~scclip.explore.feature_values`); differential
   features of a selection (:mod:`~scclip.explore.markers`); their dot plot and the genome track
-  (:mod:`~scclip.explore.view_figures`).
+  (:mod:`~scclip.explore.view_figures`);
+  per-patch attributions (:mod:`~scclip.explore.attribution`); ``.h5ad`` hand-off for CELLxGENE / scanpy
+  (:mod:`~scclip.explore.handoff`).
 
 Constants live in :mod:`~scclip.explore.constants`, locations (cache, data, runs) in
 :mod:`~scclip.explore.locations`. Every name is re-exported here, so ``explore.<name>`` keeps working.
@@ -76,9 +78,13 @@ from scclip.explore.figures import (
     draw_indices,
     hover_text,
     is_categorical,
+    prebuilt,
     similarity_histogram,
     umap_figure,
+    umap_spec,
+    with_highlight,
 )
+from scclip.explore.handoff import PARTS, h5ad_bytes, handoff_anndata
 from scclip.explore.input_size import MAX_GB_ENV, check_memory, estimate_memory, max_app_bytes
 from scclip.explore.joint import QC_COLUMNS, Joint, add_qc, default_color_column, joint_from_embedded
 from scclip.explore.locations import cache_dir, data_dir, device_description, runs_dir
@@ -92,10 +98,13 @@ from scclip.explore.markers import (
     store_obs,
 )
 from scclip.explore.matches import (
+    GROUP_PARTNER_CELLS,
     composition,
     group_partners,
+    group_sample,
     label_columns,
     one_to_one_table,
+    other_slice,
     partners_display,
     partners_table,
     similarities,
@@ -159,6 +168,7 @@ __all__ = [
     "DATA_ROOTS_ENV",
     "EMBED_KEY",
     "GPU_SPEEDUP",
+    "GROUP_PARTNER_CELLS",
     "MAX_ATTRIBUTION_CELLS",
     "MAX_DRAWN",
     "MAX_GB_ENV",
@@ -170,6 +180,7 @@ __all__ = [
     "MODEL_ZIP_MAX_BYTES",
     "MODEL_ZIP_SUFFIXES",
     "PALETTE",
+    "PARTS",
     "PROMOTER_BP",
     "QC_COLUMNS",
     "REPO",
@@ -219,7 +230,10 @@ __all__ = [
     "estimate_train_seconds",
     "genome_track",
     "group_partners",
+    "group_sample",
+    "h5ad_bytes",
     "h5mu_bytes",
+    "handoff_anndata",
     "hover_text",
     "is_categorical",
     "is_loopback",
@@ -239,6 +253,7 @@ __all__ = [
     "nearest_centroid",
     "nearest_genes",
     "one_to_one_table",
+    "other_slice",
     "parse_centroids",
     "partners_display",
     "partners_table",
@@ -246,6 +261,7 @@ __all__ = [
     "path_points",
     "percent_tickformat",
     "points_in_polygon",
+    "prebuilt",
     "read_files",
     "read_progress",
     "read_summary",
@@ -271,5 +287,7 @@ __all__ = [
     "umap_cached",
     "umap_csv",
     "umap_figure",
+    "umap_spec",
     "validation_summary",
+    "with_highlight",
 ]

@@ -154,6 +154,24 @@ def _patch_frame(model, modality: str, patch: np.ndarray, feature: np.ndarray, t
     return pd.DataFrame(out)
 
 
+def _plan(store, mods, group, ref, max_cells, rng) -> tuple[dict, list]:
+    """Per modality: (group rows, reference rows) local to the modality, subsampled; and notes."""
+    plan, notes = {}, []
+    for m in mods:
+        a, note = cells_in_modality(store, group, m)
+        r = np.setdiff1d(cells_in_modality(store, ref, m)[0], a)
+        if a.size == 0 or r.size == 0:
+            continue
+        notes += [f"{MODALITY_LABELS[m]}: {note}"] if note else []
+        for name, g in (("group", a), ("reference", r)):
+            if g.size > max_cells:
+                notes.append(f"{MODALITY_LABELS[m]} {name}: a random {max_cells} of its {g.size} cells")
+        plan[m] = tuple(np.sort(rng.choice(g, min(g.size, max_cells), replace=False)) for g in (a, r))
+    if not plan:
+        raise ScclipError("the group and the reference need cells of a modality the model reads")
+    return plan, notes
+
+
 def patch_attribution(
     model,
     data,
@@ -222,19 +240,8 @@ def patch_attribution(
     mods = [m for m in store.mods if m in model.feature_space.modalities]
     if not mods:
         raise ScclipError(f"the model reads {model.feature_space.modalities}; the data have {store.mods}")
-    rng, plan, notes = np.random.default_rng(seed), {}, []
-    for m in mods:
-        a, note = cells_in_modality(store, group, m)
-        r = np.setdiff1d(cells_in_modality(store, ref, m)[0], a)
-        if a.size == 0 or r.size == 0:
-            continue
-        notes += [f"{MODALITY_LABELS[m]}: {note}"] if note else []
-        for name, g in (("group", a), ("reference", r)):
-            if g.size > max_cells:
-                notes.append(f"{MODALITY_LABELS[m]} {name}: a random {max_cells} of its {g.size} cells")
-        plan[m] = tuple(np.sort(rng.choice(g, min(g.size, max_cells), replace=False)) for g in (a, r))
-    if not plan:
-        raise ScclipError("the group and the reference need cells of a modality the model reads")
+    rng = np.random.default_rng(seed)
+    plan, notes = _plan(store, mods, group, ref, int(max_cells), rng)
     total, done = sum(a.size + r.size for a, r in plan.values()), [0]
 
     def tick(n: int) -> None:

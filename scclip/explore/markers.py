@@ -67,6 +67,14 @@ def cells_in_modality(store: FeatureStore, cells: np.ndarray, modality: str) -> 
         return np.unique(
             p[p >= 0]
         ) - off, f"the selected {label} cells' own {MODALITY_LABELS[modality]} profiles"
+    if store.joint is None:  # no joint table: the same barcode in both modalities, when there is one
+        pos = pd.Index(store.data[modality].obs_names).get_indexer(
+            store.data[other].obs_names[cells - store.offset[other]]
+        )
+        if (pos >= 0).any():
+            return np.unique(
+                pos[pos >= 0]
+            ), f"the selected {label} cells' own {MODALITY_LABELS[modality]} profiles"
     nearest = store.partners(other)[cells - store.offset[other], 0]
     return np.unique(
         nearest
