@@ -181,6 +181,8 @@ def judge(mods: dict, ref: dict, mut: Mutation, case: Case, base) -> tuple[str, 
     problem = invariant_problem(mods)
     if problem:
         return "failure", f"silent garbage: {problem}"
+    if mut.expect == "refuse" and case.door == "modality" and mut.mod is None:
+        mut.expect = "valid"  # the damage may lie in the modality not asked for
     if mut.expect == "refuse":
         return (
             "failure",
