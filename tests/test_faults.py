@@ -331,3 +331,53 @@ def test_a_full_disk_during_embed_out_is_one_line_and_leaves_nothing(tmp_path, m
     assert rc == 1 and len(err.splitlines()) == 1, err
     assert err.startswith("scclip embed: error: Could not write") and "the disk is full" in err, err
     assert not out.exists() and list(out.parent.iterdir()) == []  # no partial output, no temporary file
+
+
+# --------------------------------------------------------------------------- the Data page's glue
+def test_data_page_limits_server_paths_off_loopback_and_refuses_big_files(demo_app_env, monkeypatch):
+    AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
+    from streamlit import config
+
+    root = demo_app_env / "data_root"
+    root.mkdir()
+    good = write_h5mu(synthetic_multiome(60, seed=4), root / "server_cells.h5mu")
+    monkeypatch.setenv("SCCLIP_DATA_ROOTS", str(root))
+    before = config.get_option("server.address")
+    try:
+        config.set_option("server.address", "0.0.0.0")  # a shared server
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180).run()
+        at.switch_page("webapp/pages/data.py").run()
+        assert any("reachable from the network" in c.value and str(root) in c.value for c in at.caption)
+        at.text_area(key="server_paths").input("/etc/passwd").run()
+        at.button(key="path_load").click().run()
+        assert not at.exception
+        assert any("outside the folders this shared server may read" in e.value for e in at.error)
+        at.text_area(key="server_paths").input(str(good)).run()
+        at.button(key="path_load").click().run()
+        assert not at.exception and at.session_state["data"]["label"] == "server_cells.h5mu"
+        monkeypatch.setenv("SCCLIP_APP_MAX_GB", "0.000001")
+        at.button(key="path_load").click().run()
+        assert any("--chunk-size 10000" in e.value and "SCCLIP_APP_MAX_GB" in e.value for e in at.error)
+        config.set_option("server.address", "127.0.0.1")  # loopback: no roots, no caption
+        at.run()
+        assert not any("reachable from the network" in c.value for c in at.caption)
+    finally:
+        config.set_option("server.address", before)
+
+
+def test_the_app_says_once_that_the_cache_is_off(demo_app_env, monkeypatch):
+    AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
+    blocker = demo_app_env / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("SCCLIP_CACHE_DIR", str(blocker / "cache"))
+    at = AppTest.from_file(
+        str(REPO / "app.py"), default_timeout=300
+    ).run()  # Explore: embeds the default demo
+    assert not at.exception, [e.value for e in at.exception]
+    off = [w.value for w in at.warning if "cannot be written" in w.value]
+    assert len(off) == 1 and "SCCLIP_CACHE_DIR" in off[0], [w.value for w in at.warning]
+    assert any(m.label == "FOSCTTM" for m in at.metric)  # the page works without the cache
+    at.session_state["joints"] = {}  # embed again (as for another dataset): computed, but not said again
+    at.run()
+    assert not at.exception and not [w for w in at.warning if "cannot be written" in w.value]
+    assert any(m.label == "FOSCTTM" for m in at.metric)
