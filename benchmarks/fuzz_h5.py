@@ -429,7 +429,8 @@ def ad_genome(rng, base, dst):
         del f[vp]
         write_elem(f, vp, var)
     text = f"{mod} var['genome']: {how}"
-    others = [m for m in base.groups if m != mod]
+    with h5py.File(dst, "r") as f:  # a conflict needs another modality that declares its own assembly
+        others = [m for m in base.groups if m != mod and "genome" in f[_p(base.groups[m], "var")]]
     if how == "half mm10" or (how == "whole modality mm10" and others):
         return Mutation(text, "refuse", mod=mod)
     if how == "whole modality mm10":
