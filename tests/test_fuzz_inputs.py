@@ -397,7 +397,7 @@ def test_the_seed_files_read_the_same_cells_in_every_format(bases):
 
 
 FAMILY_NAMES = sorted({f for fams in fuzz_runner.FAMILIES.values() for f in fams})
-CASES_PER_FAMILY = 3
+CASES_PER_FAMILY = 2
 
 
 @pytest.mark.realdata
