@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from test_browser import PICK_POINT_JS, launch_browser, start_app, wait_idle  # noqa: E402
+from test_browser import launch_browser, start_app, stop_app, wait_idle  # noqa: E402
 
 
 def _tiny_model(root: Path) -> Path:
@@ -96,37 +96,233 @@ def _fill_cache(model_dir: Path, mdata, cache: Path) -> None:
     np.savez(explore.cache_file("umap", key, h), umap=coords)
 
 
-def _open_explore(page, url: str) -> float:
+#: JS: screen position and customdata of a well-isolated drawn cell of plot ``idx``, among the candidates
+#: ``start .. start+400`` of the drawing order (a different cell for each ``start``).
+PICK_JS = """
+([idx, start]) => {
+  const gd = document.querySelectorAll('.js-plotly-plot')[idx];
+  const fl = gd._fullLayout, xa = fl.xaxis, ya = fl.yaxis, tr = gd._fullData[0];
+  const r = gd.getBoundingClientRect();
+  const n = tr.x.length, px = new Float64Array(n), py = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    px[i] = r.left + xa._offset + xa.l2p(tr.x[i]);
+    py[i] = r.top + ya._offset + ya.l2p(tr.y[i]);
+  }
+  let best = -1, bestd = -1;
+  for (let i = start % n; i < Math.min(n, (start % n) + 400); i++) {
+    if (px[i] < r.left + xa._offset + 30 || py[i] < r.top + ya._offset + 30) continue;
+    if (px[i] > r.left + xa._offset + xa._length - 160) continue;  // keep clear of the legend
+    if (py[i] > r.top + ya._offset + ya._length - 20) continue;
+    let d = 1e18;
+    for (let j = 0; j < n; j++) {
+      if (j === i) continue;
+      const dx = px[i] - px[j], dy = py[i] - py[j];
+      d = Math.min(d, dx * dx + dy * dy);
+    }
+    if (d > bestd) { bestd = d; best = i; }
+  }
+  return {x: px[best], y: py[best], cell: Number(tr.customdata[best]), n: n,
+          barcode: String(tr.text[best]).split(' · ')[0]};
+}
+"""
+#: JS: the plotting area of plot ``idx`` on screen.
+AREA_JS = """
+(idx) => {
+  const gd = document.querySelectorAll('.js-plotly-plot')[idx];
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
+  return {left: r.left + xa._offset, top: r.top + ya._offset, w: xa._length, h: ya._length};
+}
+"""
+#: JS: is there a current (not stale) element of ``testid`` whose text holds every string of ``parts``?
+SHOWN_JS = """
+([testid, parts]) => Array.from(document.querySelectorAll(`[data-testid="${testid}"]`)).some(
+  (e) => !e.closest('[data-stale="true"]') && parts.every((p) => e.innerText.includes(p)))
+"""
+#: JS: both UMAPs drawn (two plotly charts with their cells) and no script run going on.
+PLOTS_JS = """
+() => {
+  const gds = document.querySelectorAll('.js-plotly-plot');
+  return gds.length >= 2 && Array.from(gds).slice(0, 2).every((gd) => gd._fullData && gd._fullData.length
+    && gd._fullData[0].x && gd._fullData[0].x.length > 0 && !gd.closest('[data-stale="true"]'));
+}
+"""
+MAIN_TEXT_JS = """() => { const m = document.querySelector('[data-testid="stMain"]');
+  return !!m && m.innerText.trim().length > 0; }"""
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+SERVER_PID: list[int] = []  # the app server being measured (set by _session's caller)
+
+
+def _cpu() -> tuple[float, float]:
+    """CPU seconds used so far by (the app server, everything else this process started: browser, driver)."""
+    parent, used = {}, {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(d.name)] = int(f[1])
+        used[int(d.name)] = (int(f[11]) + int(f[12])) / _TICK
+    me, server = os.getpid(), SERVER_PID[0] if SERVER_PID else -1
+    totals = [0.0, 0.0]
+    for pid, cpu in used.items():
+        chain, x = [], pid
+        while x in parent and x not in (0, 1, me):
+            chain.append(x)
+            x = parent[x]
+        if x == me and pid != me:
+            totals[0 if server in chain else 1] += cpu
+    return totals[0], totals[1]
+
+
+class Meter:
+    """Wall and CPU seconds (app server, browser) from ``start()`` to ``stop()``."""
+
+    def start(self) -> None:
+        self.cpu0, self.t0 = _cpu(), time.perf_counter()
+
+    def stop(self) -> float:
+        self.wall = time.perf_counter() - self.t0
+        cpu = _cpu()
+        self.server, self.browser = cpu[0] - self.cpu0[0], cpu[1] - self.cpu0[1]
+        return self.wall
+
+
+def _shown(page, testid: str, *parts: str, timeout: float = 300_000) -> None:
+    page.wait_for_function(SHOWN_JS, arg=[testid, list(parts)], timeout=timeout, polling=30)
+
+
+def _open_explore(page, url: str) -> dict:
+    """Seconds from ``goto`` to the first text in the main area, to both UMAPs drawn, and to an idle page."""
     t0 = time.perf_counter()
-    page.goto(url)
-    page.wait_for_selector(".js-plotly-plot >> nth=1", timeout=900_000)
-    page.get_by_text("Embedding quality").wait_for(timeout=900_000)
+    page.goto(url, wait_until="commit")
+    page.wait_for_function(MAIN_TEXT_JS, timeout=900_000, polling=30)
+    paint = time.perf_counter() - t0
+    page.wait_for_function(PLOTS_JS, timeout=900_000, polling=30)
+    plots = time.perf_counter() - t0
+    _shown(page, "stMarkdownContainer", "Embedding quality", timeout=900_000)
     wait_idle(page, timeout=900_000)
-    return time.perf_counter() - t0
+    return {
+        "first_paint_s": round(paint, 2),
+        "plots_s": round(plots, 2),
+        "idle_s": round(time.perf_counter() - t0, 2),
+    }
 
 
-def _recolour(page, column: str) -> float:
+def _recolour(page, column: str) -> Meter:
     page.get_by_role("combobox", name="Colour the right-hand plot by").click()
     option = page.get_by_role("option", name=column, exact=True)
-    t0 = time.perf_counter()
+    m = Meter()
+    m.start()
     option.click()
-    page.locator(".gtitle", has_text=f"Coloured by {column}").wait_for(timeout=300_000)
+    page.wait_for_function(
+        """(col) => Array.from(document.querySelectorAll('.js-plotly-plot .gtitle')).some(
+             (e) => e.textContent === `Coloured by ${col}` && !e.closest('[data-stale="true"]'))""",
+        arg=column, timeout=300_000, polling=30,
+    )  # fmt: skip
+    m.stop()
     wait_idle(page, timeout=300_000)
-    return time.perf_counter() - t0
+    return m
 
 
-def _click(page) -> tuple[float, int]:
-    pt = page.evaluate(PICK_POINT_JS, 1)
-    t0 = time.perf_counter()
+def _click(page, start: int) -> tuple[Meter, int]:
+    """Click a cell on the right-hand UMAP; seconds until the matches panel names it (header and table)."""
+    pt = page.evaluate(PICK_JS, [1, start])
+    m = Meter()
+    m.start()
     page.mouse.click(pt["x"], pt["y"])
-    page.locator('[data-testid="stTable"]').first.wait_for(timeout=300_000)
+    _shown(page, "stMarkdownContainer", "Selected cell", pt["barcode"])
+    _shown(page, "stMarkdownContainer", f"partners of {pt['barcode']}")
+    _shown(page, "stTable", "similarity")
+    m.stop()
     wait_idle(page, timeout=300_000)
-    return time.perf_counter() - t0, pt["n"]
+    return m, pt["n"]
 
 
-def interact(n_list: list[int], repeats: int = 3) -> list[dict]:
+def _box(page, i: int) -> Meter:
+    area = page.evaluate(AREA_JS, 1)
+    plot = page.locator(".js-plotly-plot").nth(1)
+    plot.hover(position={"x": 60, "y": 60})
+    plot.locator('[data-title="Box Select"]').click()
+    rng = np.random.default_rng(i)
+    fx0, fy0 = rng.uniform(0.15, 0.45, size=2)
+    fx1, fy1 = fx0 + rng.uniform(0.15, 0.35), fy0 + rng.uniform(0.15, 0.35)
+    prev = page.evaluate(
+        """() => Array.from(document.querySelectorAll('h4')).map((e) => e.innerText).join('|')"""
+    )
+    page.mouse.move(area["left"] + fx0 * area["w"], area["top"] + fy0 * area["h"])
+    page.mouse.down()
+    page.mouse.move(area["left"] + fx1 * area["w"], area["top"] + fy1 * area["h"], steps=6)
+    m = Meter()
+    m.start()
+    page.mouse.up()
+    page.wait_for_function(
+        """(prev) => Array.from(document.querySelectorAll('h4')).some((e) => e.innerText.startsWith('Selected group')
+             && !e.closest('[data-stale="true"]') && !prev.split('|').includes(e.innerText))
+           && Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"]')).some(
+             (e) => !e.closest('[data-stale="true"]') && e.innerText.includes('where its partners land'))""",
+        arg=prev, timeout=300_000, polling=30,
+    )  # fmt: skip
+    m.stop()
+    wait_idle(page, timeout=300_000)
+    return m
+
+
+def stats(xs: list[float]) -> dict:
+    """Median, 95th percentile and count of a list of seconds."""
+    a = np.asarray(xs, dtype=float)
+    return {"median": round(float(np.median(a)), 2), "p95": round(float(np.percentile(a, 95)), 2), "n": len(a)}  # fmt: skip
+
+
+ACTIONS = ("click", "colour", "box")
+NAMES = {"click": "click_to_matches", "colour": "colour_change", "box": "box_to_group"}
+
+
+def actions(page, columns: tuple[str, str], repeats: int = 10, which=ACTIONS) -> dict:
+    """``repeats`` clicks, colour changes and box selections on an open Explore page: median / p95 of the
+    wall time of each, and the median CPU seconds the app server and the browser spent on it."""
+    out, meters = {}, {}
+    if "click" in which:
+        meters["click"] = []
+        for i in range(repeats):
+            m, out["drawn_per_plot"] = _click(page, 400 * i)
+            meters["click"].append(m)
+    if "colour" in which:
+        meters["colour"] = [_recolour(page, columns[i % 2]) for i in range(repeats)]
+    if "box" in which:
+        meters["box"] = [_box(page, i) for i in range(repeats)]
+    for k, ms in meters.items():
+        out[NAMES[k]] = {**stats([m.wall for m in ms]),
+                         "cpu_server_median": round(float(np.median([m.server for m in ms])), 2),
+                         "cpu_browser_median": round(float(np.median([m.browser for m in ms])), 2)}  # fmt: skip
+    return {**out, "raw": {k: [round(m.wall, 2) for m in ms] for k, ms in meters.items()}}
+
+
+def _session(url: str, columns: tuple[str, str], repeats: int, which=ACTIONS) -> dict:
+    """A fresh server's first page (cold), a second page on the same server (warm), then the actions."""
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as p:
+        browser = launch_browser(p)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        cold = _open_explore(page, url)
+        page.close()
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        warm = _open_explore(page, url)
+        res = {"cold": cold, "warm": warm, **actions(page, columns, repeats, which)}
+        browser.close()
+    return res
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def interact(n_list: list[int], repeats: int = 10, which=ACTIONS) -> list[dict]:
+    """On N paired cells per modality (tiled simulator data, a tiny model, cache filled beforehand)."""
     from scclip.io import write_h5mu
 
     results = []
@@ -143,33 +339,32 @@ def interact(n_list: list[int], repeats: int = 3) -> list[dict]:
             env = {**os.environ, "SCCLIP_PRETRAINED_DIR": str(model_dir.parent), "SCCLIP_CACHE_DIR": str(root / "cache"),
                    "SCCLIP_DEFAULT_MODEL": "bench-tiny", "SCCLIP_DEFAULT_DATA": str(data),
                    "SCCLIP_RUNS_DIR": str(root / "runs")}  # fmt: skip
+            load0 = _load()
             proc, url = start_app(env)
+            SERVER_PID[:] = [proc.pid]
             try:
-                with sync_playwright() as p:
-                    browser = launch_browser(p)
-                    page = browser.new_page(viewport={"width": 1440, "height": 1600})
-                    load = _open_explore(page, url)
-                    recolour = [_recolour(page, c) for c in ["batch", "cell_type"] * repeats]
-                    clicks = []
-                    for _ in range(repeats):
-                        dt, drawn = _click(page)
-                        clicks.append(dt)
-                    browser.close()
+                res = _session(url, ("batch", "cell_type"), repeats, which)
             finally:
-                proc.terminate()
-                proc.wait(timeout=20)
-            res = {
-                "cells_per_modality": n,
-                "points": 2 * n,
-                "drawn_per_plot": drawn,
-                "prepare_s": round(prep, 1),
-                "open_explore_s": round(load, 2),
-                "recolour_s": [round(x, 2) for x in recolour],
-                "click_to_matches_s": [round(x, 2) for x in clicks],
-            }
+                stop_app(proc)
+            res = {"cells": 2 * n, "cells_per_modality": n, "prepare_s": round(prep, 1),
+                   "load_before": load0, "load_after": _load(), **res}  # fmt: skip
             print(json.dumps(res), flush=True)
             results.append(res)
     return results
+
+
+def default(repeats: int = 10, which=ACTIONS) -> dict:
+    """The app as shipped (default model and data, embedding and UMAP already in the user's cache)."""
+    load0 = _load()
+    proc, url = start_app(dict(os.environ))
+    SERVER_PID[:] = [proc.pid]
+    try:
+        res = _session(url, ("batch", "cell_type"), repeats, which)
+    finally:
+        stop_app(proc)
+    res = {"dataset": "default", "load_before": load0, "load_after": _load(), **res}
+    print(json.dumps(res), flush=True)
+    return res
 
 
 def startup(model: str | None) -> list[dict]:
@@ -211,14 +406,20 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("startup")
     s.add_argument("--model", help="model name or folder (default: the app's default)")
+    d = sub.add_parser("default")
+    d.add_argument("--repeats", type=int, default=10)
+    d.add_argument("--actions", nargs="+", choices=ACTIONS, default=list(ACTIONS))
     i = sub.add_parser("interact")
-    i.add_argument("--cells", type=int, nargs="+", default=[10_000, 100_000])
-    i.add_argument("--repeats", type=int, default=3)
+    i.add_argument("--cells", type=int, nargs="+", default=[50_000], help="paired cells per modality")
+    i.add_argument("--repeats", type=int, default=10)
+    i.add_argument("--actions", nargs="+", choices=ACTIONS, default=list(ACTIONS))
     args = ap.parse_args()
     if args.cmd == "startup":
         startup(args.model)
+    elif args.cmd == "default":
+        default(args.repeats, args.actions)
     else:
-        interact(args.cells, args.repeats)
+        interact(args.cells, args.repeats, args.actions)
 
 
 if __name__ == "__main__":

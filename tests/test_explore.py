@@ -81,7 +81,9 @@ def test_selection_events_set_the_query_cell_or_the_group_once():
     state["query_cell"] = None
     explore.apply_selection_events(state, joint)  # the same selection again: handled already
     assert state["query_cell"] is None
-    state["umap_col"] = {"selection": {"points": [], "box": [{"x": [2.5, 0.5], "y": [0.5, 2.5]}], "lasso": []}}
+    state["umap_col"] = {
+        "selection": {"points": [], "box": [{"x": [2.5, 0.5], "y": [0.5, 2.5]}], "lasso": []}
+    }
     state["_visible_mask"] = np.array([True, True, False, True, True])
     explore.apply_selection_events(state, joint)
     assert state["group_cells"].tolist() == [1, 4]
@@ -162,19 +164,29 @@ def test_find_group_composition_and_transfer(joint):
 def test_page_helpers_hover_transfer_tables_and_figures(joint):
     j = replace(joint, obs=joint.obs.copy(), info=dict(joint.info))
     assert explore.default_color_column(j.color_columns()) == "cell_type"
-    assert explore.hover_text(j, "cell_type")[0] == f"{j.obs['barcode'][0]} · RNA<br>cell_type: {j.obs['cell_type'][0]}"
+    assert (
+        explore.hover_text(j, "cell_type")[0]
+        == f"{j.obs['barcode'][0]} · RNA<br>cell_type: {j.obs['cell_type'][0]}"
+    )
     res = explore.transfer(j, "cell_type", source="RNA", k=5)
     explore.store_transfer(j, "cell_type", "RNA", res)
     assert "hover" not in j.info and j.info["transfer"]["table"] is res
     assert (j.obs["transfer confidence"][:300] == 1).all() and "transferred cell_type" in j.obs
     shown = explore.partners_display(explore.partners_table(j, 0, k=3))
-    assert shown.index.name == "rank" and "cell_index" not in shown and shown["similarity"].map(type).eq(str).all()
+    assert (
+        shown.index.name == "rank"
+        and "cell_index" not in shown
+        and shown["similarity"].map(type).eq(str).all()
+    )
     assert explore.matches_csv(j, k=2).decode().count("\n") == 1 + 2 * j.n
     sims = explore.similarities(j, 0)
     hist = explore.similarity_histogram(sims, kth=0.5, partner=float(sims[0]), barcode="b", other="ATAC")
     assert hist.data[0].type == "histogram" and len(hist.layout.shapes) == 2
     comp = explore.composition(j, np.arange(10), explore.group_partners(j, np.arange(10), k=1), "cell_type")
-    assert [t.name for t in explore.composition_figure(comp, "cell_type").data] == ["selected cells", "their partners"]
+    assert [t.name for t in explore.composition_figure(comp, "cell_type").data] == [
+        "selected cells",
+        "their partners",
+    ]
 
 
 def test_metric_panel_scores_the_joint_embedding_only(tiny):
@@ -234,7 +246,10 @@ def test_default_choice(monkeypatch, tmp_path):
     (tmp_path / explore.SNARE_FILE).write_bytes(b"")
     # the default must be zero-shot: the model that never saw the default cells, not the all-library release
     assert explore.default_choice(shipped) == (explore.SNARE_DEMO_MODEL, "snare-test")
-    assert explore.default_choice(["mouse-cortex-snareseq", "demo-synthetic"]) == ("demo-synthetic", "synthetic")
+    assert explore.default_choice(["mouse-cortex-snareseq", "demo-synthetic"]) == (
+        "demo-synthetic",
+        "synthetic",
+    )
     assert explore.default_choice([]) == (None, "synthetic")
 
 
@@ -480,6 +495,68 @@ def test_qc_columns_are_offered_for_colouring():
         assert col in cols and not joint.obs[col].isna().any()  # paired: both profiles of a cell get it
     rna_counts = np.asarray(mdata["rna"].X.sum(axis=1)).ravel()
     np.testing.assert_allclose(joint.obs["RNA counts"].to_numpy()[: joint.n_rna], rna_counts)
-    np.testing.assert_allclose(joint.obs["RNA counts"].to_numpy()[joint.n_rna:], rna_counts)  # same barcodes
+    np.testing.assert_allclose(joint.obs["RNA counts"].to_numpy()[joint.n_rna :], rna_counts)  # same barcodes
     detected = np.diff(mdata["atac"].X.tocsr().indptr)
-    np.testing.assert_array_equal(joint.obs["ATAC peaks detected"].to_numpy()[joint.n_rna:], detected)
+    np.testing.assert_array_equal(joint.obs["ATAC peaks detected"].to_numpy()[joint.n_rna :], detected)
+
+
+# --------------------------------------------------------------------------- latency (issue 16): what a rerun sends and computes
+def test_umap_spec_sends_binary_arrays_and_a_highlight_leaves_the_cached_figure_alone(joint):
+    import plotly.io as pio
+
+    drawn = explore.draw_indices(joint.n)
+    hover = explore.hover_text(joint, "cell_type")
+    spec = explore.umap_spec(joint.umap, joint.obs["cell_type"], drawn, hover=hover)
+    cells = spec["data"][0]
+    assert cells["type"] == "scattergl" and len([t for t in spec["data"] if t.get("name") == "cells"]) == 1
+    for key, dtype in (("x", np.float32), ("y", np.float32), ("customdata", np.int32)):
+        assert isinstance(cells[key], np.ndarray) and cells[key].dtype == dtype, key
+    assert cells["marker"]["color"].dtype == np.float32
+    encoded = json.loads(pio.to_json(explore.prebuilt(spec).to_dict(), validate=False))
+    for key in ("x", "y", "customdata"):
+        assert set(encoded["data"][0][key]) == {"dtype", "bdata"}, key  # base64 typed arrays, not JSON lists
+    sent = explore.prebuilt(spec).to_dict()  # what st.plotly_chart encodes: no validation, no deep copy
+    assert sent["data"][0]["text"] is cells["text"] and sent["layout"] == spec["layout"]
+    xs = np.frombuffer(__import__("base64").b64decode(encoded["data"][0]["x"]["bdata"]), dtype=np.float32)
+    np.testing.assert_array_equal(xs, joint.umap[drawn, 0])
+    before = json.dumps(spec, default=lambda a: a.tolist())
+    hl = explore.with_highlight(
+        spec, joint.umap, hover, {"query": 3, "partners": [301, 302], "group": [5, 6]}
+    )
+    assert json.dumps(spec, default=lambda a: a.tolist()) == before  # the cached figure is not changed
+    names = [t.get("name") for t in hl["data"]]
+    assert names.count("cells") == 1 and "selected cell" in names and "top partners" in names
+    assert sorted(drawn[hl["data"][0]["selectedpoints"]].tolist()) == [5, 6]
+    import plotly.graph_objects as go
+
+    go.Figure(hl)  # every property is one plotly knows (validation raises otherwise)
+    assert spec["layout"]["margin"]["autoexpand"] is False  # no second layout pass in the browser
+
+
+def test_matches_from_one_product_agree_with_the_library(joint):
+    for i in (0, 299, 300, 599):
+        sims = explore.similarities(joint, i)
+        other = joint.other(i)
+        ref = (
+            joint.Z[other] @ joint.Z[i] / np.linalg.norm(joint.Z[other], axis=1) / np.linalg.norm(joint.Z[i])
+        )
+        np.testing.assert_allclose(sims, ref, rtol=1e-4, atol=1e-5)
+        table = explore.partners_table(joint, i, k=5, sims=sims)
+        idx, sim = topk_partners(joint.Z[i : i + 1], joint.Z[other], k=5)
+        assert table["cell_index"].tolist() == other[idx[0]].tolist()
+        np.testing.assert_allclose(table["similarity"], sim[0], atol=1e-5)
+    assert (
+        explore.partners_table(joint, 0, k=1000)["cell_index"].size == 300
+    )  # k capped at the other modality
+
+
+def test_a_large_group_is_summarised_by_a_seeded_sample_of_its_cells(joint):
+    cells = np.arange(0, 600)
+    sample = explore.group_sample(cells, 50)
+    assert sample.size == 50 and np.unique(sample).size == 50 and np.isin(sample, cells).all()
+    np.testing.assert_array_equal(sample, explore.group_sample(cells, 50))  # seeded: the same each rerun
+    assert explore.group_sample(cells, None).size == 600
+    partners = explore.group_partners(joint, cells, k=2, max_cells=50)
+    assert partners.size == 100
+    full = explore.group_partners(joint, sample, k=2, max_cells=None)
+    np.testing.assert_array_equal(np.sort(partners), np.sort(full))

@@ -78,8 +78,11 @@ from scclip.explore.figures import (
     draw_indices,
     hover_text,
     is_categorical,
+    prebuilt,
     similarity_histogram,
     umap_figure,
+    umap_spec,
+    with_highlight,
 )
 from scclip.explore.handoff import PARTS, h5ad_bytes, handoff_anndata
 from scclip.explore.input_size import MAX_GB_ENV, check_memory, estimate_memory, max_app_bytes
@@ -95,10 +98,13 @@ from scclip.explore.markers import (
     store_obs,
 )
 from scclip.explore.matches import (
+    GROUP_PARTNER_CELLS,
     composition,
     group_partners,
+    group_sample,
     label_columns,
     one_to_one_table,
+    other_slice,
     partners_display,
     partners_table,
     similarities,
@@ -162,6 +168,7 @@ __all__ = [
     "DATA_ROOTS_ENV",
     "EMBED_KEY",
     "GPU_SPEEDUP",
+    "GROUP_PARTNER_CELLS",
     "MAX_ATTRIBUTION_CELLS",
     "MAX_DRAWN",
     "MAX_GB_ENV",
@@ -223,6 +230,7 @@ __all__ = [
     "estimate_train_seconds",
     "genome_track",
     "group_partners",
+    "group_sample",
     "h5ad_bytes",
     "h5mu_bytes",
     "handoff_anndata",
@@ -245,6 +253,7 @@ __all__ = [
     "nearest_centroid",
     "nearest_genes",
     "one_to_one_table",
+    "other_slice",
     "parse_centroids",
     "partners_display",
     "partners_table",
@@ -252,6 +261,7 @@ __all__ = [
     "path_points",
     "percent_tickformat",
     "points_in_polygon",
+    "prebuilt",
     "read_files",
     "read_progress",
     "read_summary",
@@ -277,5 +287,7 @@ __all__ = [
     "umap_cached",
     "umap_csv",
     "umap_figure",
+    "umap_spec",
     "validation_summary",
+    "with_highlight",
 ]

@@ -9,6 +9,10 @@ import pandas as pd
 
 from scclip.explore.constants import MISSING_COLOR, MODALITY_COLORS, PALETTE, max_drawn
 
+#: Right margin of a UMAP figure, in pixels, where its legend or colour bar sits. A fixed margin
+#: (``autoexpand`` off) spares plotly.js a second layout pass on every draw.
+LEGEND_WIDTH = 150
+
 
 def draw_indices(
     n: int, max_points: int | None = None, *, seed: int = 0, mask: np.ndarray | None = None
@@ -50,7 +54,15 @@ def is_categorical(values: pd.Series) -> bool:
     return not pd.api.types.is_numeric_dtype(values) or isinstance(values.dtype, pd.CategoricalDtype)
 
 
-def umap_figure(
+def umap_figure(coords: np.ndarray, values: pd.Series, drawn: np.ndarray, **kw):
+    """:func:`umap_spec` as a validated ``plotly.graph_objects.Figure`` (to add traces to it; the Explore page
+    sends the spec itself, see :func:`prebuilt`)."""
+    import plotly.graph_objects as go
+
+    return go.Figure(umap_spec(coords, values, drawn, **kw))
+
+
+def umap_spec(
     coords: np.ndarray,
     values: pd.Series,
     drawn: np.ndarray,
@@ -63,69 +75,119 @@ def umap_figure(
     colors: dict[str, str] | None = None,
     height: int = 560,
     colorbar_title: str = "",
-):
-    """A UMAP scatter: one ``Scattergl`` trace of the ``drawn`` cells, ``customdata`` = global cell index.
+) -> dict:
+    """A UMAP scatter as a plotly figure dict: one ``scattergl`` trace of the ``drawn`` cells, ``customdata``
+    = global cell index.
 
-    Categorical ``values`` become per-point colours with a legend of empty marker-only entries (the legend is
-    informative only; show/hide categories by filtering ``drawn``); numeric values use a colour scale.
-    ``highlight`` may hold ``query`` (a global index), ``partners`` (global indices) and ``group`` (global
-    indices) drawn on top, each also carrying ``customdata``.
+    Every per-cell array is a numpy array (float32 coordinates and colours, int32 indices), which plotly
+    sends as a base64 typed array rather than a JSON list. Categorical ``values`` become numeric codes on a
+    stepwise colour scale with a legend of empty marker-only entries (show/hide categories by filtering
+    ``drawn``; SVG entries, so they add no WebGL work); numeric values use a colour scale. ``highlight`` (see :func:`with_highlight`) is drawn on top.
+    The result without ``highlight`` depends only on the arguments, so a page can build it once per
+    colouring and add each click's highlight with :func:`with_highlight`.
     """
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    xy = coords[drawn]
+    drawn = np.asarray(drawn, dtype=np.int64)
+    xy = np.asarray(coords, dtype=np.float32)[drawn]
     v = values.iloc[drawn] if isinstance(values, pd.Series) else pd.Series(np.asarray(values)[drawn])
     marker, legend_items = _cell_marker(values, v, colors, point_size=point_size, opacity=opacity,
                                         colorbar_title=colorbar_title)  # fmt: skip
-    text = hover[drawn] if hover is not None else None
-    fig.add_trace(
-        go.Scattergl(
-            x=xy[:, 0],
-            y=xy[:, 1],
-            mode="markers",
-            marker=marker,
-            customdata=drawn,
-            text=text,
-            hovertemplate="%{text}<extra></extra>"
-            if text is not None
-            else "cell %{customdata}<extra></extra>",
-            showlegend=False,
-            name="cells",
-        )
-    )
-    for name, col in legend_items:
-        fig.add_trace(
-            go.Scattergl(
-                x=[None],
-                y=[None],
-                mode="markers",
-                marker={"size": 10, "color": col},
-                name=name,
-                showlegend=True,
-            )
-        )
-    group = np.asarray((highlight or {}).get("group", []), dtype=np.int64)
-    if group.size:  # the selected cells keep their colours, the others fade (no rings over the colours)
-        fig.data[0].update(selectedpoints=np.flatnonzero(np.isin(drawn, group)),
-                           selected={"marker": {"opacity": 1.0}}, unselected={"marker": {"opacity": 0.1}})  # fmt: skip
-    for trace in _highlight_traces(coords, hover, highlight or {}, point_size=point_size):
-        fig.add_trace(trace)
-    fig.update_layout(
-        title={"text": title, "x": 0.01, "font": {"size": 15}},
-        height=height,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        plot_bgcolor="white",
-        paper_bgcolor="white",
-        dragmode="pan",
-        legend={"itemsizing": "constant", "itemclick": False, "itemdoubleclick": False, "font": {"size": 11},
-                "bgcolor": "rgba(255,255,255,0.7)"},
-        xaxis={"title": "UMAP 1", "showgrid": False, "zeroline": False, "showticklabels": False},
-        yaxis={"title": "UMAP 2", "showgrid": False, "zeroline": False, "showticklabels": False},
-        hoverlabel={"font_size": 12},
-        uirevision="umap",
-    )  # fmt: skip
-    return fig
+    cells = {"type": "scattergl", "name": "cells", "mode": "markers", "showlegend": False,
+             "x": np.ascontiguousarray(xy[:, 0]), "y": np.ascontiguousarray(xy[:, 1]),
+             "customdata": drawn.astype(np.int32), "marker": marker}  # fmt: skip
+    if hover is not None:
+        cells.update(text=hover[drawn], hovertemplate="%{text}<extra></extra>")
+    else:
+        cells["hovertemplate"] = "cell %{customdata}<extra></extra>"
+    legend = [{"type": "scatter", "x": [None], "y": [None], "mode": "markers", "name": name,
+               "marker": {"size": 10, "color": col}, "showlegend": True} for name, col in legend_items]  # fmt: skip
+    axis = {"showgrid": False, "zeroline": False, "showticklabels": False}
+    layout = {
+        "title": {"text": title, "x": 0.01, "font": {"size": 15}},
+        "height": height, "margin": {"l": 10, "r": LEGEND_WIDTH, "t": 40, "b": 10, "autoexpand": False},
+        "plot_bgcolor": "white", "paper_bgcolor": "white", "dragmode": "pan",
+        "legend": {"itemsizing": "constant", "itemclick": False, "itemdoubleclick": False, "font": {"size": 11},
+                   "bgcolor": "rgba(255,255,255,0.7)", "x": 1.01, "xanchor": "left", "y": 1, "yanchor": "top"},
+        "xaxis": {"title": {"text": "UMAP 1"}, **axis}, "yaxis": {"title": {"text": "UMAP 2"}, **axis},
+        "hoverlabel": {"font": {"size": 12}}, "uirevision": "umap",
+    }  # fmt: skip
+    spec = {"data": [cells, *legend], "layout": layout}
+    return with_highlight(spec, coords, hover, highlight, point_size=point_size) if highlight else spec
+
+
+def with_highlight(spec: dict, coords: np.ndarray, hover, highlight: dict | None, *, point_size: float = 4.0):
+    """A copy of a :func:`umap_spec` figure with ``highlight`` drawn on it (the input is not changed).
+
+    ``highlight`` may hold ``query`` (a global index: a star, with lines to its partners), ``partners`` (global
+    indices: yellow dots) and ``group`` (global indices: these cells keep their colours, the others fade;
+    no rings over the colours). Every added trace carries the global cell index in ``customdata``.
+    """
+    hl = highlight or {}
+    cells, *rest = spec["data"]
+    group = np.asarray(hl.get("group", []) if hl.get("group") is not None else [], dtype=np.int64)
+    if group.size:
+        drawn = np.asarray(cells["customdata"], dtype=np.int64)
+        cells = {**cells, "selectedpoints": np.flatnonzero(np.isin(drawn, group)).astype(np.int32),
+                 "selected": {"marker": {"opacity": 1.0}}, "unselected": {"marker": {"opacity": 0.1}}}  # fmt: skip
+    extra = _highlight_traces(np.asarray(coords), hover, hl, point_size=point_size)
+    return {**spec, "data": [cells, *rest, *extra]}
+
+
+def prebuilt(spec: dict):
+    """A ``plotly.graph_objects.Figure`` whose ``to_dict()`` returns ``spec`` with its numeric numpy arrays as
+    plotly.js typed arrays (:func:`typed_arrays`).
+
+    ``st.plotly_chart`` turns a dict into a ``Figure`` (validating every property, a second time) and a
+    ``Figure`` into a dict (a deep copy); with a spec built by :func:`umap_spec` both steps are skipped and
+    only the JSON encoding remains.
+    """
+    return _prebuilt_class()(typed_arrays(spec))
+
+
+#: numpy dtype -> plotly.js typed-array name (plotly's ``{"dtype", "bdata"}`` encoding).
+_TYPED = {"int8": "i1", "uint8": "u1", "int16": "i2", "uint16": "u2", "int32": "i4", "uint32": "u4",
+          "float32": "f4", "float64": "f8"}  # fmt: skip
+
+
+def typed_arrays(obj):
+    """A copy of a plotly figure dict in which every 1-D numeric numpy array is a base64 typed array
+    (``{"dtype": "f4", "bdata": ...}``, what plotly itself sends for a ``Figure``): a float32 coordinate
+    costs 4 bytes (5.3 in base64) instead of a decimal number in JSON. Other values are kept as they are."""
+    if isinstance(obj, dict):
+        return {k: typed_arrays(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [typed_arrays(v) for v in obj]
+    if isinstance(obj, np.ndarray) and obj.ndim == 1 and obj.size and str(obj.dtype) in _TYPED:
+        import base64
+
+        return {
+            "dtype": _TYPED[str(obj.dtype)],
+            "bdata": base64.b64encode(np.ascontiguousarray(obj)).decode("ascii"),
+        }
+    return obj
+
+
+_PREBUILT: list = []
+
+
+def _prebuilt_class():
+    if not _PREBUILT:
+        import plotly.graph_objects as go
+
+        class Prebuilt(go.Figure):
+            """A figure that hands back a prebuilt plotly dict (see :func:`prebuilt`)."""
+
+            def __init__(self, spec: dict):
+                super().__init__()
+                self._prebuilt_spec = spec
+
+            def to_dict(self) -> dict:
+                return self._prebuilt_spec
+
+            def to_plotly_json(self) -> dict:
+                return self._prebuilt_spec
+
+        _PREBUILT.append(Prebuilt)
+    return _PREBUILT[0]
 
 
 def _cell_marker(values, v: pd.Series, colors, *, point_size: float, opacity: float, colorbar_title: str):
@@ -137,10 +199,9 @@ def _cell_marker(values, v: pd.Series, colors, *, point_size: float, opacity: fl
         colors = colors or category_colors(values)
         # numeric codes + a stepwise colour scale: fast to build and to send (no per-point colour strings)
         names = list(colors)
-        lut = {c: i for i, c in enumerate(names)}
-        codes = pd.Series(v.astype(object).where(v.notna(), None)).map(
-            lambda x: lut.get(str(x), len(names)) if x is not None else len(names)
-        )
+        lut = pd.Series(np.arange(len(names), dtype=np.float32), index=pd.Index(names, dtype=object))
+        keys = v.astype(object).where(v.notna(), None)
+        codes = keys.map(lambda x: None if x is None else str(x)).map(lut).fillna(len(names))
         palette = [*colors.values(), MISSING_COLOR]
         k = len(palette)
         scale = []
@@ -155,7 +216,7 @@ def _cell_marker(values, v: pd.Series, colors, *, point_size: float, opacity: fl
             legend_items.append(("(missing)", MISSING_COLOR))
     else:
         marker.update(
-            color=v.to_numpy(dtype=float),
+            color=v.to_numpy(dtype=np.float32),
             colorscale="Viridis",
             showscale=True,
             colorbar={"title": {"text": colorbar_title, "side": "right"}, "thickness": 12, "len": 0.7},
@@ -163,39 +224,31 @@ def _cell_marker(values, v: pd.Series, colors, *, point_size: float, opacity: fl
     return marker, legend_items
 
 
-def _highlight_traces(coords: np.ndarray, hover, hl: dict, *, point_size: float) -> list:
+def _highlight_traces(coords: np.ndarray, hover, hl: dict, *, point_size: float) -> list[dict]:
     """Traces drawn over the cells: lines from the query to its partners, the partners and the query itself;
-    each carries the global cell index in ``customdata`` (a selected group is shown by fading the other cells)."""
-    import plotly.graph_objects as go
-
-    traces = []
-    partners = np.asarray(hl.get("partners", []), dtype=np.int64)
+    each carries the global cell index in ``customdata`` (a selected group is shown by fading the other cells).
+    (WebGL traces too: plotly.js draws its WebGL canvas above the SVG layer)."""
+    traces: list[dict] = []
+    partners = np.asarray(hl.get("partners", []) if hl.get("partners") is not None else [], dtype=np.int64)
     q = hl.get("query")
     if q is not None and partners.size:
-        lx, ly = [], []
-        for p in partners:
-            lx += [coords[q, 0], coords[p, 0], None]
-            ly += [coords[q, 1], coords[p, 1], None]
-        traces.append(
-            go.Scattergl(x=lx, y=ly, mode="lines", line={"width": 1, "color": "rgba(20,20,20,0.45)"},
-                         hoverinfo="skip", showlegend=False)
-        )  # fmt: skip
+        lines = np.full((partners.size, 3, 2), np.nan, dtype=np.float32)
+        lines[:, 0], lines[:, 1] = coords[q], coords[partners]
+        traces.append({"type": "scattergl", "x": lines[:, :, 0].ravel(), "y": lines[:, :, 1].ravel(), "mode": "lines",
+                       "line": {"width": 1, "color": "rgba(20,20,20,0.45)"}, "hoverinfo": "skip", "showlegend": False})  # fmt: skip
     if partners.size:
-        ptext = hover[partners] if hover is not None else None
         traces.append(
-            go.Scattergl(
-                x=coords[partners, 0], y=coords[partners, 1], mode="markers", customdata=partners, name="top partners",
-                marker={"size": 11, "color": "#FFD400", "symbol": "circle", "line": {"width": 1.5, "color": "#111"}},
-                text=ptext, hovertemplate="partner: %{text}<extra></extra>", showlegend=True,
-            )
+            {"type": "scattergl", "x": coords[partners, 0].astype(np.float32), "y": coords[partners, 1].astype(np.float32),
+             "mode": "markers", "customdata": partners.astype(np.int32), "name": "top partners", "showlegend": True,
+             "marker": {"size": 11, "color": "#FFD400", "symbol": "circle", "line": {"width": 1.5, "color": "#111"}},
+             "hovertemplate": "partner: %{text}<extra></extra>", **({} if hover is None else {"text": hover[partners]})}
         )  # fmt: skip
     if q is not None:
         traces.append(
-            go.Scattergl(
-                x=[coords[q, 0]], y=[coords[q, 1]], mode="markers", customdata=[q], name="selected cell",
-                marker={"size": 18, "color": "#111", "symbol": "star", "line": {"width": 1.5, "color": "white"}},
-                text=None if hover is None else [hover[q]], hovertemplate="%{text}<extra></extra>", showlegend=True,
-            )
+            {"type": "scattergl", "x": [float(coords[q, 0])], "y": [float(coords[q, 1])], "mode": "markers",
+             "customdata": [int(q)], "name": "selected cell", "showlegend": True,
+             "marker": {"size": 18, "color": "#111", "symbol": "star", "line": {"width": 1.5, "color": "white"}},
+             "hovertemplate": "%{text}<extra></extra>", **({} if hover is None else {"text": [str(hover[q])]})}
         )  # fmt: skip
     return traces
 
@@ -232,16 +285,31 @@ def similarity_histogram(sims: np.ndarray, *, kth: float, partner: float | None,
     """
     import plotly.graph_objects as go
 
-    hist = go.Figure(go.Histogram(x=sims, nbinsx=60, marker_color="#9bb7d4", name=f"all {other} cells"))
-    hist.add_vline(x=kth, line_dash="dash", line_color="#d4a000", line_width=2)
+    def vline(x: float, **line) -> dict:
+        return {
+            "type": "line",
+            "xref": "x",
+            "yref": "paper",
+            "x0": x,
+            "x1": x,
+            "y0": 0,
+            "y1": 1,
+            "line": line,
+        }
+
+    shapes = [vline(kth, dash="dash", color="#d4a000", width=2)]
     if partner is not None:
-        hist.add_vline(x=partner, line_color="#111", line_width=2)
-    hist.update_layout(
-        height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10}, plot_bgcolor="white", showlegend=False,
-        title={"text": f"Similarity of {barcode} to every {other} cell", "font": {"size": 13}},
-        xaxis_title="cosine similarity", yaxis_title="cells", bargap=0.02,
+        shapes.append(vline(partner, color="#111", width=2))
+    return go.Figure(
+        {
+            "data": [{"type": "histogram", "x": np.asarray(sims, dtype=np.float32), "nbinsx": 60,
+                      "marker": {"color": "#9bb7d4"}, "name": f"all {other} cells"}],
+            "layout": {"height": 300, "margin": {"l": 10, "r": 10, "t": 30, "b": 10}, "plot_bgcolor": "white",
+                       "showlegend": False, "shapes": shapes, "bargap": 0.02,
+                       "title": {"text": f"Similarity of {barcode} to every {other} cell", "font": {"size": 13}},
+                       "xaxis": {"title": {"text": "cosine similarity"}}, "yaxis": {"title": {"text": "cells"}}},
+        }
     )  # fmt: skip
-    return hist
 
 
 def composition_figure(comp: pd.DataFrame, label: str):

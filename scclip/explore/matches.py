@@ -22,19 +22,42 @@ def label_columns(joint: Joint, max_cats: int = 200) -> list[str]:
     return out
 
 
-def partners_table(joint: Joint, i: int, *, k: int = 10, labels: list[str] | None = None) -> pd.DataFrame:
-    """Top-``k`` partners of cell ``i`` in the other modality (:func:`scclip.match.topk_partners`)."""
-    from scclip.match import topk_partners
+#: Cells of a selected group whose partners are searched at most (a seeded random subset of larger groups).
+GROUP_PARTNER_CELLS = 2_000
 
-    other = joint.other(i)
-    idx, sim = topk_partners(joint.Z[i : i + 1], joint.Z[other], k=k)
-    g = other[idx[0]]
+
+def other_slice(joint: Joint, i: int) -> slice:
+    """The global indices of the other modality than cell ``i``, as a slice (RNA cells come first)."""
+    return slice(joint.n_rna, joint.n) if i < joint.n_rna else slice(0, joint.n_rna)
+
+
+def _inv_norms(joint: Joint) -> np.ndarray:
+    """``1 / |z|`` of every cell, computed once per joint view (``joint.info["inv_norm"]``)."""
+    inv = joint.info.get("inv_norm")
+    if inv is None or len(inv) != joint.n:
+        inv = 1.0 / np.maximum(np.linalg.norm(joint.Z, axis=1), 1e-12).astype(np.float32)
+        joint.info["inv_norm"] = inv
+    return inv
+
+
+def partners_table(
+    joint: Joint, i: int, *, k: int = 10, labels: list[str] | None = None, sims: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Top-``k`` partners of cell ``i`` in the other modality, best first (the ranking of
+    :func:`scclip.match.topk_partners`), from one product of the cell with the other modality's embeddings
+    (or from ``sims``, :func:`similarities` of cell ``i``, when given)."""
+    sl = other_slice(joint, i)
+    sims = similarities(joint, i) if sims is None else sims
+    kk = min(int(k), sims.size)
+    top = np.argpartition(-sims, kk - 1)[:kk] if kk < sims.size else np.arange(sims.size)
+    top = top[np.argsort(-sims[top], kind="stable")]
+    g = sl.start + top
     df = pd.DataFrame(
         {
             "rank": np.arange(1, len(g) + 1),
             "barcode": joint.obs["barcode"].to_numpy()[g],
             "modality": joint.modality[g],
-            "similarity": sim[0].astype(float),
+            "similarity": sims[top].astype(float),
         }
     )
     for c in labels if labels is not None else label_columns(joint):
@@ -46,12 +69,10 @@ def partners_table(joint: Joint, i: int, *, k: int = 10, labels: list[str] | Non
 
 
 def similarities(joint: Joint, i: int) -> np.ndarray:
-    """Cosine similarity of cell ``i`` to every cell of the other modality (embeddings are unit norm)."""
-    Z = joint.Z
-    other = joint.other(i)
-    q = Z[i] / max(np.linalg.norm(Z[i]), 1e-12)
-    R = Z[other]
-    return (R @ q) / np.maximum(np.linalg.norm(R, axis=1), 1e-12)
+    """Cosine similarity of cell ``i`` to every cell of the other modality (in global index order), float32."""
+    sl = other_slice(joint, i)
+    inv = _inv_norms(joint)
+    return (joint.Z[sl] @ (joint.Z[i] * inv[i])) * inv[sl]
 
 
 def true_partner_rank(joint: Joint, i: int, sims: np.ndarray | None = None) -> int | None:
@@ -60,24 +81,39 @@ def true_partner_rank(joint: Joint, i: int, sims: np.ndarray | None = None) -> i
     if p < 0:
         return None
     sims = similarities(joint, i) if sims is None else sims
-    other = joint.other(i)
-    pos = p - other[0]
+    pos = p - other_slice(joint, i).start
     return int((sims > sims[pos]).sum()) + 1
 
 
-def group_partners(joint: Joint, cells: np.ndarray, *, k: int = 1) -> np.ndarray:
-    """Global indices of the top-``k`` other-modality partners of every cell in ``cells`` (flattened)."""
+def group_sample(
+    cells: np.ndarray, max_cells: int | None = GROUP_PARTNER_CELLS, *, seed: int = 0
+) -> np.ndarray:
+    """``cells``, or a seeded random ``max_cells`` of them (sorted) when there are more."""
+    cells = np.asarray(cells, dtype=np.int64)
+    if max_cells is None or cells.size <= max_cells:
+        return cells
+    return np.sort(np.random.default_rng(seed).choice(cells, size=max_cells, replace=False))
+
+
+def group_partners(
+    joint: Joint, cells: np.ndarray, *, k: int = 1, max_cells: int | None = GROUP_PARTNER_CELLS
+) -> np.ndarray:
+    """Global indices of the top-``k`` other-modality partners of every cell in ``cells`` (flattened).
+
+    A group larger than ``max_cells`` is summarised by the partners of a seeded random ``max_cells`` of its
+    cells (:func:`group_sample`), which keeps a box over 100k cells interactive; ``None``: every cell.
+    """
     from scclip.match import topk_partners
 
-    cells = np.asarray(cells, dtype=np.int64)
+    cells = group_sample(cells, max_cells)
     out = []
     for mask in (cells < joint.n_rna, cells >= joint.n_rna):
         sel = cells[mask]
         if sel.size == 0:
             continue
-        other = joint.other(int(sel[0]))
-        idx, _ = topk_partners(joint.Z[sel], joint.Z[other], k=k)
-        out.append(other[idx.ravel()])
+        sl = other_slice(joint, int(sel[0]))
+        idx, _ = topk_partners(joint.Z[sel], joint.Z[sl], k=k)
+        out.append(sl.start + idx.ravel())
     return np.concatenate(out) if out else np.array([], dtype=np.int64)
 
 
@@ -155,7 +191,7 @@ def store_transfer(joint: Joint, label: str, source: str, table: pd.DataFrame) -
     """Keep a :func:`transfer` result on the joint view.
 
     Sets ``joint.info["transfer"]`` and the obs columns ``transferred <label>`` (the other cells keep their
-    own label) and ``transfer confidence`` (1 for the other cells), and drops the cached hover texts.
+    own label) and ``transfer confidence`` (1 for the other cells), and drops the cached hover texts and figures.
     """
     joint.info["transfer"] = {"label": label, "source": source, "table": table}
     obs = joint.obs
@@ -166,3 +202,4 @@ def store_transfer(joint: Joint, label: str, source: str, table: pd.DataFrame) -
     conf[table["cell_index"].to_numpy()] = table["confidence"].to_numpy()
     obs["transfer confidence"] = conf
     joint.info.pop("hover", None)
+    joint.info.pop("figures", None)
