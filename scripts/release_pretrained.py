@@ -103,7 +103,7 @@ def libraries_section(seen: list[str], held_out: list[str]) -> str:
         text.append(f"- never seen in training or early stopping: {', '.join(held_out)}")
     else:
         text.append("- none of the ten development libraries is held out: no held-out library is left inside the "
-                    "shipped data, so its quality on new data is the cross-validation estimate above.")  # fmt: skip
+                    "shipped data, so its quality on new data is the cross-validation estimate of the next section.")  # fmt: skip
     return "\n".join(text) + "\n"
 
 
