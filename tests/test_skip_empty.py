@@ -195,3 +195,12 @@ def test_cli_switch_reaches_the_parser():
     assert p.parse_args([*base, "--skip-empty-patches"]).skip_empty_patches is True
     assert p.parse_args([*base, "--no-skip-empty-patches"]).skip_empty_patches is False
     assert p.parse_args(base).skip_empty_patches is None
+
+
+def test_skipping_is_exact_on_a_larger_batch_in_the_batch_order():
+    X = _cells(70, 60, 0.06, seed=11, empty=(0, 69))
+    enc = _encoder("shared", 2, 60, 6, skip=True, training=True)
+    fast, g_fast = _outputs_and_grads(enc, lambda: enc(SparseBatch.from_csr(X)))
+    ref, g_ref = _outputs_and_grads(enc, lambda: _masked_dense(enc, X))
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
+    _close_grads(g_fast, g_ref)
