@@ -189,3 +189,33 @@ def test_train_page_estimate_and_start(app_env):
         time.sleep(0.5)
     assert explore.read_progress(run)["status"] == "done"
     assert np.isfinite(explore.estimate_train_seconds(1000, 1, "tiny", cuda=False))
+
+
+def test_model_folder_field_reads_only_below_the_roots_on_a_shared_server(app_env, monkeypatch, tmp_path):
+    from streamlit import config
+
+    monkeypatch.setenv("SCCLIP_DATA_ROOTS", str(tmp_path / "allowed"))
+    before = config.get_option("server.address")
+    try:
+        config.set_option("server.address", "0.0.0.0")  # reachable from the network
+        at = _app().run()
+        at.switch_page("webapp/pages/model.py").run()
+        at.text_input(key="model_path").input("/etc").run()
+        at.button(key="model_path_load").click().run()
+        assert not at.exception
+        assert any("outside the folders this shared server may read" in e.value for e in at.error)
+        at.text_input(key="model_path").input("demo-synthetic").run()  # shipped names stay allowed
+        at.button(key="model_path_load").click().run()
+        assert not at.exception and not at.error
+    finally:
+        config.set_option("server.address", before)
+
+
+def test_the_readme_command_serves_on_loopback_without_usage_statistics():
+    import tomllib
+
+    from scclip import explore
+
+    cfg = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert explore.is_loopback(cfg["server"]["address"])  # the server-path field stays unrestricted locally
+    assert cfg["browser"]["gatherUsageStats"] is False  # no network at run time

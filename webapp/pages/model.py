@@ -83,7 +83,10 @@ with lc:
     path = st.text_input("Model folder", key="model_path", placeholder="runs/my_run or /models/mouse-cortex")
     if st.button("Load folder", key="model_path_load", disabled=not path):
         try:
-            d = resolve_model_dir(path.strip())
+            ref = path.strip()
+            if ref not in list_pretrained():  # a folder: off loopback only below $SCCLIP_DATA_ROOTS
+                ref = str(explore.check_server_path(ref, address=st.get_option("server.address")))
+            d = resolve_model_dir(ref)
             common.model_entry(str(d))  # loads and checks it
             ss.custom_models = [*custom, str(d)]
             common.set_model(str(d))
