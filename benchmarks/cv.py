@@ -191,7 +191,9 @@ def run_baselines(mdata, fold, seeds, store: Store, labels, log) -> None:
         log(key, record)
 
 
-def run_feature_path(mdata, fold, seeds, recipe: str, store: Store, runs: Path, labels, log) -> None:
+def run_feature_path(
+    mdata, fold, seeds, recipe: str, store: Store, runs: Path, labels, log, *, members=1
+) -> None:
     """The product recipe ``scclip.train(..., feature_path=True)`` on each fold's trained model: the feature
     path is fitted after the Transformer (its weights are unchanged), on the same split, so the fold's model
     plus :func:`scclip.api.add_feature_path` is exactly what training with the option gives."""
@@ -200,7 +202,8 @@ def run_feature_path(mdata, fold, seeds, recipe: str, store: Store, runs: Path, 
     test = mdata["rna"].obs["batch"].astype(str).isin(fold).to_numpy()
     query = mdata[test].copy()
     for seed in seeds:
-        key = f"scCLIP {recipe} + feature path|{','.join(fold)}|{seed}"
+        tag = "" if members == 1 else f" ({members} members)"
+        key = f"scCLIP {recipe} + feature path{tag}|{','.join(fold)}|{seed}"
         folder = runs / f"{'_'.join(fold)}_s{seed}"
         if store.has(key) or not (folder / "model" / "config.json").exists():
             continue
@@ -212,11 +215,13 @@ def run_feature_path(mdata, fold, seeds, recipe: str, store: Store, runs: Path, 
         split = split_cells(mdata["rna"].obs, holdout_key="batch", holdout=list(fold), val_key=None,
                             val_values=(), val_size=1000, seed=seed)  # fmt: skip
         t0 = time.perf_counter()
-        info = add_feature_path(model, X["rna"], X["atac"], split, seed=seed)
+        info = add_feature_path(model, X["rna"], X["atac"], split, seed=seed, members=members)
         seconds = time.perf_counter() - t0
         emb = scclip.embed(model, query)
         r_raw, a_raw = emb["rna"].obsm["X_scclip_raw"], emb["atac"].obsm["X_scclip_raw"]
-        np.savez(runs / f"{'_'.join(fold)}_s{seed}_feature_path.npz", rna=r_raw, atac=a_raw)
+        np.savez(
+            runs / f"{'_'.join(fold)}_s{seed}_feature_path{tag.replace(' ', '_')}.npz", rna=r_raw, atac=a_raw
+        )
         record = {
             "joint": _scores(emb["rna"].obsm["X_scclip"], emb["atac"].obsm["X_scclip"], labels),
             "raw": _scores(r_raw, a_raw, labels),
@@ -342,6 +347,8 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also score each fold's model with the feature path fused (train(feature_path=True))",
     )
+    p.add_argument("--feature-path-members", type=int, nargs="+", default=[1],
+                   help="MLP members of the feature path; one row per value (default 1, the session-5 row)")  # fmt: skip
     p.add_argument("--json", type=Path, default=None, help="results file (resumed when it exists)")
     p.add_argument("--table", type=Path, nargs="+", default=None, help="only print the tables of these files")
     args = p.parse_args(argv)
@@ -384,7 +391,10 @@ def main(argv: list[str] | None = None) -> None:
             run_scclip(mdata, fold, args.seeds, spec, args.recipe, store, runs, labels, log)
         run_fusion(fold, args.seeds, args.recipe, store, runs, labels, log)
         if args.feature_path:
-            run_feature_path(mdata, fold, args.seeds, args.recipe, store, runs, labels, log)
+            for members in args.feature_path_members:
+                run_feature_path(
+                    mdata, fold, args.seeds, args.recipe, store, runs, labels, log, members=members
+                )
     print_tables(store.data)
 
 

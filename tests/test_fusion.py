@@ -10,7 +10,7 @@ import pytest
 
 import scclip
 from scclip.datasets import synthetic_multiome
-from scclip.model.fusion import fuse
+from scclip.model.fusion import DEFAULT_MEMBERS, fuse
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,9 @@ def test_fuse_is_unit_and_averages_the_cosines():
     a, b = fuse(t1, p1), fuse(t2, p2)
 
     def cos(x, y):
-        return (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (y / np.linalg.norm(y, axis=1, keepdims=True)).T
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (
+            y / np.linalg.norm(y, axis=1, keepdims=True)
+        ).T
 
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(a @ b.T, (cos(t1, t2) + cos(p1, p2)) / 2, atol=1e-6)
@@ -39,9 +41,10 @@ def test_training_with_the_feature_path_writes_and_reloads_it(fused):
     folder = tmp / "run" / "model"
     assert (folder / "fusion.safetensors").is_file()
     cfg = json.loads((folder / "config.json").read_text())
-    assert cfg["feature_path"]["dim"] == 64
-    assert model.summary["feature_path"]["val_foscttm"] < 0.5
-    assert model.embed_dim == model.config.proj_dim + 64
+    assert cfg["feature_path"]["dim"] == 64 and cfg["feature_path"]["members"] == DEFAULT_MEMBERS
+    assert len(model.summary["feature_path"]["val_foscttm"]) == DEFAULT_MEMBERS
+    assert max(model.summary["feature_path"]["val_foscttm"]) < 0.5
+    assert model.embed_dim == model.config.proj_dim + 64 * DEFAULT_MEMBERS
     loaded = scclip.load_pretrained(tmp / "run")
     emb_a, emb_b = scclip.embed(model, data), scclip.embed(loaded, data)
     for m in ("rna", "atac"):
@@ -76,3 +79,27 @@ def test_a_damaged_feature_path_file_is_a_clear_error(fused, tmp_path):
     (copy / "fusion.safetensors").write_bytes(b"broken")
     with pytest.raises(ScclipError, match=r"fusion.safetensors is missing or damaged"):
         scclip.load_pretrained(copy)
+
+
+def test_members_average_by_cosine_and_one_member_files_still_load(fused):
+    import torch
+
+    from scclip.model.fusion import FeaturePath
+
+    model, data, _ = fused
+    path = model.feature_path
+    X = np.asarray(data["rna"].X[:20].todense(), dtype=np.float32)
+    X = np.log1p(X / np.maximum(X.sum(1, keepdims=True), 1) * 1e4)  # any RNA rows will do
+    both = path.encode("rna", X)
+    f = torch.from_numpy(path.features("rna", X))
+    units = [(lambda z: z / z.norm(dim=1, keepdim=True))(m.encode_rna(f)).detach().numpy() for m in path.mlps]
+    assert len(units) == DEFAULT_MEMBERS > 1
+    np.testing.assert_allclose(both @ both.T, np.mean([u @ u.T for u in units], axis=0), atol=1e-5)
+    assert not np.allclose(units[0], units[1])  # the members differ (seeds)
+    # a session-5 file: one member stored as mlp.*, no "members" in the config
+    tensors = {
+        k: v for k, v in path.tensors().items() if not k.startswith("mlp1.") and not k.startswith("mlp2.")
+    }
+    old = FeaturePath.from_tensors(tensors, {k: v for k, v in path.config.items() if k != "members"})
+    assert old.dim == 64 and len(old.mlps) == 1
+    np.testing.assert_allclose(old.encode("rna", X), units[0], atol=1e-5)

@@ -230,8 +230,14 @@ def train(
         "data": data_name,
         "command": command,
         "pairing": pairing,
-        "feature_space_report": {"rna": rep_rna, "atac": rep_atac, **({"build": fs_report} if fs_report else {})},
-        **_run_summary(result, split, model, (X_rna, X_atac, atac_counts), (holdout_key, holdout), tcfg, mcfg),
+        "feature_space_report": {
+            "rna": rep_rna,
+            "atac": rep_atac,
+            **({"build": fs_report} if fs_report else {}),
+        },
+        **_run_summary(
+            result, split, model, (X_rna, X_atac, atac_counts), (holdout_key, holdout), tcfg, mcfg
+        ),
         **({"feature_path": path_info} if path_info else {}),
         "total_seconds": time.perf_counter() - t_start,
     }
@@ -241,18 +247,22 @@ def train(
     return model
 
 
-def add_feature_path(model: ScclipModel, X_rna, atac_counts, split: dict, *, seed: int) -> dict:
-    """Fit the feature path on the same split (projections on training + validation cells, MLP early-stopped
-    on the validation cells, as the baseline recipe) and attach it to ``model``; returns its record.
+def add_feature_path(
+    model: ScclipModel, X_rna, atac_counts, split: dict, *, seed: int, members: int | None = None
+) -> dict:
+    """Fit the feature path on the same split (projections on training + validation cells, ``members`` MLPs
+    early-stopped on the validation cells, as the baseline recipe) and attach it to ``model``; returns its record.
 
-    ``X_rna``: the preprocessed RNA matrix; ``atac_counts``: ATAC counts on the model's features.
+    ``X_rna``: the preprocessed RNA matrix; ``atac_counts``: ATAC counts on the model's features; ``members``:
+    default :data:`scclip.model.fusion.DEFAULT_MEMBERS`.
     """
-    from scclip.model.fusion import fit_feature_path
+    from scclip.model.fusion import DEFAULT_MEMBERS, fit_feature_path
 
     train_val = np.union1d(split["train"], split["val"])
     model.feature_path, info = fit_feature_path(
-        X_rna, atac_counts, fit_idx=train_val, val_idx=split["val"], seed=seed
-    )
+        X_rna, atac_counts, fit_idx=train_val, val_idx=split["val"], seed=seed,
+        members=DEFAULT_MEMBERS if members is None else members,
+    )  # fmt: skip
     return info
 
 
@@ -312,8 +322,7 @@ def _training_counts(
     split = split_cells(mdata["rna"].obs, **split_kwargs)
     if in_chunks:
         counts = {
-            m: map_all(mdata[m], fs[m], m, genome=genome, chunk_size=chunk_cells)
-            for m in ("rna", "atac")
+            m: map_all(mdata[m], fs[m], m, genome=genome, chunk_size=chunk_cells) for m in ("rna", "atac")
         }
     else:
         counts = {m: map_modality(mdata[m], fs[m], genome=genome) for m in ("rna", "atac")}
@@ -357,5 +366,3 @@ def _run_summary(result, split, model, matrices, held, tcfg, mcfg) -> dict:
             "top1": float(topk_accuracy(zr, za, k=1)["mean"]),
         }
     return out
-
-

@@ -21,16 +21,25 @@ from scclip._constants import MODALITIES
 from scclip.baselines import ContrastiveMLP, train_contrastive_mlp
 from scclip.errors import ScclipError
 
+#: MLP members of a new feature path (seeds ``seed .. seed + members - 1``, same split), averaged by cosine. Chosen
+#: by cross-validation (docs/quality.md, session 6): 3 members gave gap-closed FOSCTTM 0.0758 vs 0.0778 for one, at
+#: about 10 s of training each.
+DEFAULT_MEMBERS = 3
+
 
 class FeaturePath:
-    """Fixed linear projections (``components``: features x k; RNA also a ``mean``) and the MLP towers."""
+    """Fixed linear projections (``components``: features x k; RNA also a ``mean``) and one or more MLP towers
+    (members trained with different seeds; their unit embeddings are averaged by cosine)."""
 
-    def __init__(self, projections: dict[str, dict[str, np.ndarray]], mlp: ContrastiveMLP, config: dict) -> None:
-        self.projections, self.mlp, self.config = projections, mlp.eval(), dict(config)
+    def __init__(self, projections: dict[str, dict[str, np.ndarray]], mlps, config: dict) -> None:
+        mlps = list(mlps) if isinstance(mlps, list | tuple) else [mlps]
+        self.projections, self.mlps = projections, [m.eval() for m in mlps]
+        self.config = {**dict(config), "members": len(self.mlps)}
 
     @property
     def dim(self) -> int:
-        return int(self.config["dim"])
+        """Width of :meth:`encode`'s output: the MLP's output width per member."""
+        return int(self.config["dim"]) * len(self.mlps)
 
     def features(self, modality: str, X) -> np.ndarray:
         """``(n, k)`` PCA scores of preprocessed RNA rows, or per-cell standardised LSI scores of ATAC counts
@@ -50,16 +59,23 @@ class FeaturePath:
 
     @torch.inference_mode()
     def encode(self, modality: str, X) -> np.ndarray:
-        """Unit ``(n, dim)`` feature-path embeddings (RNA: preprocessed rows; ATAC: counts)."""
-        f = torch.from_numpy(self.features(modality, X))
-        tower = self.mlp.encode_rna if modality == "rna" else self.mlp.encode_atac
-        return tower(f).numpy()
+        """Unit ``(n, dim)`` feature-path embeddings (RNA: preprocessed rows; ATAC: counts): each member's unit
+        embedding, concatenated and divided by sqrt(members), so cosines are the members' mean cosine."""
+        f = torch.from_numpy(self.features(modality, X))  # (n, k)
+        outs = [
+            (m.encode_rna if modality == "rna" else m.encode_atac)(f) for m in self.mlps
+        ]  # members x (n, dim)
+        outs = [o / o.norm(dim=1, keepdim=True).clamp_min(1e-12) for o in outs]
+        return (torch.cat(outs, dim=1) / np.sqrt(len(outs))).numpy()
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """Everything as named tensors (for ``fusion.safetensors``)."""
+        """Everything as named tensors (for ``fusion.safetensors``): member 0 as ``mlp.*``, member i as ``mlpi.*``."""
         out = {f"{m}.{k}": torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
                for m, p in self.projections.items() for k, v in p.items()}  # fmt: skip
-        out.update({f"mlp.{k}": v.detach().cpu().contiguous() for k, v in self.mlp.state_dict().items()})
+        for i, mlp in enumerate(self.mlps):
+            out.update(
+                {f"mlp{i or ''}.{k}": v.detach().cpu().contiguous() for k, v in mlp.state_dict().items()}
+            )
         return out
 
     @classmethod
@@ -69,10 +85,15 @@ class FeaturePath:
             head, _, rest = key.partition(".")
             if head in proj:
                 proj[head][rest] = value.float().numpy()
-        k = int(config["n_components"])
-        mlp = ContrastiveMLP(k, k, hidden=int(config["hidden"]), dim=int(config["dim"]))
-        mlp.load_state_dict({k2[4:]: v.float() for k2, v in tensors.items() if k2.startswith("mlp.")})
-        return cls(proj, mlp, config)
+        k, mlps = int(config["n_components"]), []
+        for i in range(int(config.get("members", 1))):  # configs before session 6: one member
+            mlp = ContrastiveMLP(k, k, hidden=int(config["hidden"]), dim=int(config["dim"]))
+            prefix = f"mlp{i or ''}."
+            mlp.load_state_dict(
+                {k2[len(prefix) :]: v.float() for k2, v in tensors.items() if k2.startswith(prefix)}
+            )
+            mlps.append(mlp)
+        return cls(proj, mlps, config)
 
 
 def lsi_input(counts, idf: np.ndarray) -> sp.csr_matrix:
@@ -93,10 +114,18 @@ def fuse(transformer: np.ndarray, path: np.ndarray) -> np.ndarray:
 
 
 def fit_feature_path(
-    X_rna, atac_counts, *, fit_idx: np.ndarray, val_idx: np.ndarray, n_components: int = 50, seed: int = 0
+    X_rna,
+    atac_counts,
+    *,
+    fit_idx: np.ndarray,
+    val_idx: np.ndarray,
+    n_components: int = 50,
+    seed: int = 0,
+    members: int = DEFAULT_MEMBERS,
 ) -> tuple[FeaturePath, dict]:
     """Fit the projections on ``fit_idx`` rows (training cells, validation included as in the baseline recipe)
-    and the MLP on them minus ``val_idx``, early-stopped on ``val_idx``; returns the path and its record.
+    and ``members`` MLPs (seeds ``seed``, ``seed + 1``, ...) on them minus ``val_idx``, each early-stopped on
+    ``val_idx``; returns the path and its record.
 
     ``X_rna``: the model's preprocessed RNA input; ``atac_counts``: ATAC counts on the model's features.
     """
@@ -119,8 +148,14 @@ def fit_feature_path(
     config = {"n_components": k, "hidden": 256, "dim": 64}
     probe = FeaturePath(proj, ContrastiveMLP(k, k), config)
     rf, af = probe.features("rna", X_rna), probe.features("atac", atac_counts)
+    if not isinstance(members, int | np.integer) or members < 1:
+        msg = f"members must be a positive integer, got {members!r}"
+        raise ScclipError(msg)
     fit = np.setdiff1d(fit_idx, val_idx)
-    res = train_contrastive_mlp(rf[fit], af[fit], rf[val_idx], af[val_idx], seed=seed)
-    info = {"val_foscttm": res.best_val_foscttm, "best_epoch": res.best_epoch, "train_seconds": res.train_seconds,
-            **config}  # fmt: skip
-    return FeaturePath(proj, res.model, config), info
+    runs = [
+        train_contrastive_mlp(rf[fit], af[fit], rf[val_idx], af[val_idx], seed=seed + i)
+        for i in range(members)
+    ]
+    info = {"val_foscttm": [r.best_val_foscttm for r in runs], "best_epoch": [r.best_epoch for r in runs],
+            "train_seconds": float(sum(r.train_seconds for r in runs)), **config, "members": int(members)}  # fmt: skip
+    return FeaturePath(proj, [r.model for r in runs], config), info
