@@ -216,12 +216,35 @@ def _cell_marker(values, v: pd.Series, colors, *, point_size: float, opacity: fl
             legend_items.append(("(missing)", MISSING_COLOR))
     else:
         marker.update(
-            color=v.to_numpy(dtype=np.float32),
-            colorscale="Viridis",
+            _continuous(v.to_numpy(dtype=np.float32)),
             showscale=True,
             colorbar={"title": {"text": colorbar_title, "side": "right"}, "thickness": 12, "len": 0.7},
         )
     return marker, legend_items
+
+
+#: Share of a continuous colour bar given to the grey of cells without a value (its bottom step).
+MISSING_SHARE = 0.04
+
+
+def _continuous(c: np.ndarray) -> dict:
+    """Viridis colours of a numeric column; with NaN values, the NaN cells are set just below the finite range
+    and a grey bottom step (:data:`MISSING_SHARE` of the bar) is added to the scale (one trace, no per-point
+    colour strings)."""
+    nan = np.isnan(c)
+    if not nan.any():
+        return {"color": c, "colorscale": "Viridis"}
+    from plotly.colors import sequential
+
+    finite = c[~nan]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    hi = hi if hi > lo else lo + 1.0
+    below = lo - (hi - lo) * MISSING_SHARE / (1 - MISSING_SHARE)
+    vir = sequential.Viridis
+    scale = [[0.0, MISSING_COLOR], [MISSING_SHARE, MISSING_COLOR]]
+    scale += [[MISSING_SHARE + (1 - MISSING_SHARE) * i / (len(vir) - 1), col] for i, col in enumerate(vir)]
+    return {"color": np.where(nan, np.float32(below), c).astype(np.float32), "colorscale": scale,
+            "cmin": below, "cmax": hi}  # fmt: skip
 
 
 def _highlight_traces(coords: np.ndarray, hover, hl: dict, *, point_size: float) -> list[dict]:

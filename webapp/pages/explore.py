@@ -19,7 +19,7 @@ import streamlit as st
 
 from scclip import explore
 from scclip.errors import ScclipError
-from webapp import common
+from webapp import common, views
 
 ss = st.session_state
 CHARTS = ("umap_mod", "umap_col")
@@ -50,6 +50,7 @@ def main() -> None:
     if joint is None:
         st.stop()
     _summary_line(joint, model, data)
+    views.attach(joint, data, model)
     explorer(joint)
     metrics_panel(joint, model["model"].temperature)
     matching_panel(joint)
@@ -102,6 +103,8 @@ def explorer(joint) -> None:
     _mark("explorer plots sent")
     matches_panel(joint, view, q, table, sims)
     group_panel(joint, view)
+    views.differential_panel(joint)
+    views.genome_panel(joint)
     _mark("explorer end")
 
 
@@ -142,7 +145,7 @@ def _controls(joint) -> dict:
         visible &= _shown_categories(values, color_by)
     ss._visible_mask = visible
     return {"color_by": color_by, "labels": labels, "default_col": default_col, "point_size": point_size,
-            "opacity": opacity, "visible": visible}  # fmt: skip
+            "opacity": opacity, "visible": visible, "feature": views.feature_controls(joint)}  # fmt: skip
 
 
 def _shown_categories(values: pd.Series, color_by: str) -> np.ndarray:
@@ -167,14 +170,23 @@ def _base_figures(joint, view: dict) -> tuple[dict, dict, np.ndarray]:
     and kept in ``joint.info["figures"]``; and the cells drawn."""
     visible, color_by = view["visible"], view["color_by"]
     mask_fp = hashlib.blake2b(np.packbits(visible).tobytes(), digest_size=8).hexdigest()
-    key = (color_by, view["default_col"], view["point_size"], view["opacity"], mask_fp)
+    feature = view["feature"]
+    key = (
+        color_by,
+        view["default_col"],
+        view["point_size"],
+        view["opacity"],
+        mask_fp,
+        feature and feature["key"],
+    )
     cache = joint.info.setdefault("figures", {})
     if key not in cache:
         drawn = explore.draw_indices(joint.n, mask=visible)
         style = {"point_size": view["point_size"], "opacity": view["opacity"]}
-        left = explore.umap_spec(joint.umap, joint.obs["modality"], drawn, title="Coloured by modality (mixing)",
+        left, right = views.feature_figures(joint, feature, drawn, style) if feature else (None, None)
+        left = left or explore.umap_spec(joint.umap, joint.obs["modality"], drawn, title="Coloured by modality (mixing)",
                                  hover=explore.hover_text(joint, view["default_col"]), **style)  # fmt: skip
-        right = explore.umap_spec(joint.umap, joint.obs[color_by], drawn, title=f"Coloured by {color_by}",
+        right = right or explore.umap_spec(joint.umap, joint.obs[color_by], drawn, title=f"Coloured by {color_by}",
                                   hover=explore.hover_text(joint, color_by), colorbar_title=color_by, **style)  # fmt: skip
         while len(cache) >= MAX_FIGURES:
             cache.pop(next(iter(cache)))
@@ -410,6 +422,7 @@ def downloads_panel(joint) -> None:
                         mime="text/csv", icon=":material/download:", key="dl_umap", on_click="ignore")  # fmt: skip
     dl3.download_button("Top-10 matches of every cell (.csv)", lambda: explore.matches_csv(joint), file_name="scclip_matches.csv",
                         mime="text/csv", icon=":material/download:", key="dl_matches", on_click="ignore")  # fmt: skip
+    views.handoff_buttons(joint)
     st.caption("Figures: use the camera icon in each plot's toolbar to save a PNG.")
 
 
