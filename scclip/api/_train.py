@@ -230,14 +230,8 @@ def train(
         "data": data_name,
         "command": command,
         "pairing": pairing,
-        "feature_space_report": {
-            "rna": rep_rna,
-            "atac": rep_atac,
-            **({"build": fs_report} if fs_report else {}),
-        },
-        **_run_summary(
-            result, split, model, (X_rna, X_atac, atac_counts), (holdout_key, holdout), tcfg, mcfg
-        ),
+        "feature_space_report": {"rna": rep_rna, "atac": rep_atac, **({"build": fs_report} if fs_report else {})},
+        **_run_summary(result, split, model, (X_rna, X_atac, atac_counts), (holdout_key, holdout), tcfg, mcfg),
         **({"feature_path": path_info} if path_info else {}),
         "total_seconds": time.perf_counter() - t_start,
     }

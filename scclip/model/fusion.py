@@ -21,7 +21,8 @@ from scclip._constants import MODALITIES
 from scclip.baselines import ContrastiveMLP, train_contrastive_mlp
 from scclip.errors import ScclipError
 
-#: MLP members of a new feature path (seeds ``seed .. seed + members - 1``, same split), averaged by cosine. Chosen
+#: MLP members of a new feature path (seeds ``seed .. seed + members - 1``, each early-stopped on its own random
+#: cells of the training libraries), averaged by cosine. Chosen
 #: by cross-validation (docs/quality.md, session 6): 3 members gave gap-closed FOSCTTM 0.0758 vs 0.0778 for one, at
 #: about 10 s of training each.
 DEFAULT_MEMBERS = 3
@@ -96,6 +97,18 @@ class FeaturePath:
         return cls(proj, mlps, config)
 
 
+def _member_validation(
+    fit_idx: np.ndarray, val_idx: np.ndarray, *, members: int, seed: int
+) -> list[np.ndarray]:
+    """Early-stopping cells of each member: ``val_idx`` for the first; for member i a seeded random set of the
+    same size from ``fit_idx`` (so the members also train on different cells, as bagging does)."""
+    out = [np.asarray(val_idx)]
+    for i in range(1, members):
+        rng = np.random.default_rng(seed + i)
+        out.append(np.sort(rng.choice(np.asarray(fit_idx), size=len(val_idx), replace=False)))
+    return out
+
+
 def lsi_input(counts, idf: np.ndarray) -> sp.csr_matrix:
     """``log1p(1e4 * l1(counts * idf))`` per cell (the baseline LSI input), float32 CSR."""
     X = sp.csr_matrix(counts, dtype=np.float32) @ sp.diags(np.asarray(idf, dtype=np.float32))
@@ -124,8 +137,9 @@ def fit_feature_path(
     members: int = DEFAULT_MEMBERS,
 ) -> tuple[FeaturePath, dict]:
     """Fit the projections on ``fit_idx`` rows (training cells, validation included as in the baseline recipe)
-    and ``members`` MLPs (seeds ``seed``, ``seed + 1``, ...) on them minus ``val_idx``, each early-stopped on
-    ``val_idx``; returns the path and its record.
+    and ``members`` MLPs (seeds ``seed``, ``seed + 1``, ...): the first on them minus ``val_idx``, early-stopped
+    on ``val_idx``; member i holds out (and early-stops on) its own seeded random cells of ``fit_idx``, of the
+    same number. Returns the path and its record.
 
     ``X_rna``: the model's preprocessed RNA input; ``atac_counts``: ATAC counts on the model's features.
     """
@@ -151,11 +165,10 @@ def fit_feature_path(
     if not isinstance(members, int | np.integer) or members < 1:
         msg = f"members must be a positive integer, got {members!r}"
         raise ScclipError(msg)
-    fit = np.setdiff1d(fit_idx, val_idx)
-    runs = [
-        train_contrastive_mlp(rf[fit], af[fit], rf[val_idx], af[val_idx], seed=seed + i)
-        for i in range(members)
-    ]
+    runs = []
+    for i, val in enumerate(_member_validation(fit_idx, val_idx, members=members, seed=seed)):
+        fit = np.setdiff1d(fit_idx, val)
+        runs.append(train_contrastive_mlp(rf[fit], af[fit], rf[val], af[val], seed=seed + i))
     info = {"val_foscttm": [r.best_val_foscttm for r in runs], "best_epoch": [r.best_epoch for r in runs],
             "train_seconds": float(sum(r.train_seconds for r in runs)), **config, "members": int(members)}  # fmt: skip
     return FeaturePath(proj, [r.model for r in runs], config), info
