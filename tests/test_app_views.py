@@ -1,6 +1,6 @@
 """The Explore page's feature views (issue 17) through ``AppTest``: colour by a gene, differential features of a
 category (a table click and chart selections need a browser: tests/test_browser_views.py), the genome view, the
-``.h5ad`` downloads and a single-modality dataset. Synthetic demo data and the shipped demo-synthetic model."""
+``.h5ad`` downloads and a single-modality dataset. Synthetic demo data and the tiny model."""
 
 from __future__ import annotations
 
@@ -12,6 +12,17 @@ import pytest
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 240
+
+
+@pytest.fixture
+def views_env(tmp_path, tiny_pretrained, monkeypatch):
+    """The app on the tiny model (300 + 300 synthetic cells) with private cache folders."""
+    monkeypatch.setenv("SCCLIP_PRETRAINED_DIR", str(tiny_pretrained))
+    monkeypatch.setenv("SCCLIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SCCLIP_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("SCCLIP_DEFAULT_MODEL", "demo-tiny")
+    monkeypatch.setenv("SCCLIP_DEFAULT_DEMO", "synthetic")
+    return tmp_path
 
 
 def _explore() -> AppTest:
@@ -34,7 +45,7 @@ def _joint(at: AppTest):
     return next(iter(at.session_state["joints"].values()))
 
 
-def test_colour_by_a_gene_colours_both_umaps_with_a_colour_bar(demo_app_env):
+def test_colour_by_a_gene_colours_both_umaps_with_a_colour_bar(views_env):
     at = _explore()
     _ok(at)
     joint = _joint(at)
@@ -57,7 +68,7 @@ def test_colour_by_a_gene_colours_both_umaps_with_a_colour_bar(demo_app_env):
     assert any("did you mean" in w.value for w in at.warning)
 
 
-def test_differential_features_of_a_cell_type_and_the_genome_view(demo_app_env):
+def test_differential_features_of_a_cell_type_and_the_genome_view(views_env):
     at = _explore()
     _ok(at)
     at.radio(key="diff_mode").set_value("a category value").run()
@@ -82,7 +93,7 @@ def test_differential_features_of_a_cell_type_and_the_genome_view(demo_app_env):
     assert any(t.startswith("What makes cell_type = ") for t in titles), titles
 
 
-def test_h5ad_downloads_are_offered(demo_app_env):
+def test_h5ad_downloads_are_offered(views_env):
     at = _explore()
     _ok(at)
     keys = {b.proto.id for b in at.get("download_button")}
@@ -90,3 +101,53 @@ def test_h5ad_downloads_are_offered(demo_app_env):
     assert any("Joint cells (.h5ad)" in x for x in labels), labels
     assert any("RNA cells with counts (.h5ad)" in x for x in labels)
     assert keys
+
+
+def test_single_modality_data_show_umap_colour_and_markers(views_env):
+    import mudata as md
+
+    from scclip.datasets import synthetic_multiome
+    from webapp import common
+
+    at = AppTest.from_function(_rna_only_page, default_timeout=TIMEOUT, args=(common,))
+    rna = synthetic_multiome(n_cells=120, seed=0)["rna"]
+    at.session_state["preset"] = md.MuData({"rna": rna})
+    at.run()
+    _ok(at)
+    assert any("has only RNA cells" in i.value and "need RNA and ATAC" in i.value for i in at.info)
+    gene = str(rna.var_names[2])
+    at.text_input(key="feature_query").input(gene).run()
+    _ok(at)
+    fig = _plots(at)[0]
+    assert fig["layout"]["title"]["text"] == f"{gene}: measured in RNA cells"
+    assert fig["data"][0]["marker"]["showscale"] is True
+    at.radio(key="diff_mode").set_value("a category value").run()
+    _ok(at)
+    assert any("Top 25 genes" in m.value for m in at.markdown)
+
+
+def _rna_only_page(common) -> None:
+    import streamlit as st
+
+    from webapp import views
+
+    common.ensure_app()
+    model = common.current_model()
+    if st.session_state.get("data") is None:
+        common.set_data(st.session_state["preset"], label="RNA only", source="test")
+    views.single_modality(model, st.session_state.data)
+
+
+def test_numeric_colours_with_missing_values_get_a_grey_step():
+    import pandas as pd
+
+    from scclip import explore
+    from scclip.explore.constants import MISSING_COLOR
+
+    v = pd.Series([0.0, 1.0, np.nan, 3.0])
+    marker = explore.umap_spec(np.zeros((4, 2)), v, np.arange(4))["data"][0]["marker"]
+    assert marker["colorscale"][0][1] == marker["colorscale"][1][1] == MISSING_COLOR
+    assert marker["cmax"] == 3.0 and marker["color"][2] < marker["cmin"] + 1e-6 < 0.0
+    assert (marker["color"][[0, 1, 3]] == [0, 1, 3]).all()
+    full = explore.umap_spec(np.zeros((2, 2)), pd.Series([0.0, 1.0]), np.arange(2))["data"][0]["marker"]
+    assert full["colorscale"] == "Viridis" and "cmin" not in full

@@ -129,6 +129,8 @@ def feature_figures(joint, feature: dict, drawn: np.ndarray, style: dict) -> tup
     values (the other modality grey); right, with the cross-modal view, or None (the annotation colouring)."""
     colors = feature["colors"]
     spec, title = colors.spec, colors.title
+    nan = np.isnan(colors.measured[drawn])
+    drawn = np.concatenate([drawn[nan], drawn[~nan]])  # cells without a value under the others
     src = explore.MODALITY_LABELS[spec.modality]
     left = explore.umap_spec(joint.umap, pd.Series(colors.measured), drawn, colorbar_title=title,
                              title=f"{spec.name}: measured in {src} cells",
@@ -178,14 +180,14 @@ def differential_panel(joint) -> None:
     click on a row colours the UMAPs), dot plot and CSV."""
     store = feature_store(joint)
     st.markdown("### Differential features")
-    d = st.columns([1.7, 1.1, 1.1, 1.3, 0.9], vertical_alignment="bottom")
+    d = st.columns([1.7, 1.1, 1.1, 1.3, 1.3, 0.9], vertical_alignment="bottom")
     choice = _group_choice(joint, "diff", d)
     b = ss.get("group_b_cells")
     against = ["all other cells"] + ([f"group B ({len(b):,} kept cells)"] if b is not None and len(b) else [])
     vs = d[3].selectbox("Against", against, key="diff_vs")
     mods = [explore.MODALITY_LABELS[m] for m in store.mods]
-    mod = d[4].radio("Features", mods, key="diff_mod", horizontal=True) or mods[0]
-    d[3].button("Keep the selection as group B", key="diff_keep_b", on_click=_keep_b,
+    mod = d[5].radio("Features", mods, key="diff_mod", horizontal=True) or mods[0]
+    d[4].button("Keep as group B", key="diff_keep_b", on_click=_keep_b,
                 disabled=ss.get("group_cells") is None, help="Compare a later selection against this one.")  # fmt: skip
     if choice is None:
         return
@@ -295,3 +297,70 @@ def handoff_buttons(joint) -> None:
         col.download_button(text, lambda part=part: explore.h5ad_bytes(joint, part, data=mdata),
                             file_name=f"scclip_{part}.h5ad", mime="application/octet-stream", on_click="ignore",
                             icon=":material/download:", key=f"dl_h5ad_{part}")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- 5. single-modality data
+def _single_joint(model: dict, data: dict):
+    """The embedded cells of an RNA-only or ATAC-only dataset as a one-modality :class:`~scclip.explore.Joint`
+    (kept with the session's joint views), or None after an error."""
+    import torch
+
+    key = (model["fp"], data["fp"])
+    if key in ss.joints:
+        return ss.joints[key]
+    (m,) = [x for x in ("rna", "atac") if x in data["mdata"].mod]
+    notes: list[str] = []
+    try:
+        with st.spinner(f"Embedding the {explore.MODALITY_LABELS[m]} cells with **{model['name']}**…"):
+            with torch.inference_mode():
+                emb, _ = explore.embed_cached(model["model"], data["mdata"], model_fp=model["fp"], data_fp=data["fp"], notes=notes)  # fmt: skip
+            a = emb[m]
+            obs = a.obs.reset_index(drop=True).copy()
+            obs.insert(0, "modality", pd.Categorical([explore.MODALITY_LABELS[m]] * a.n_obs))
+            obs.insert(0, "barcode", a.obs_names.astype(str))
+            Z = np.asarray(a.obsm["X_scclip"], dtype=np.float32)
+            n_rna = a.n_obs if m == "rna" else 0
+            joint = explore.Joint(
+                Z, obs, n_rna, False, np.full(a.n_obs, -1, dtype=np.int64), info={"embedded": emb}
+            )
+            joint.umap, _ = explore.umap_cached(Z, key=f"{model['fp']}-{data['fp']}", notes=notes)
+    except (ScclipError, *common.OOM) as err:
+        common.show_error(err, "Embedding")
+        return None
+    ss.joints[key] = joint
+    return joint
+
+
+def single_modality(model: dict, data: dict) -> None:
+    """An RNA-only or ATAC-only dataset: its UMAP (coloured by an annotation or a feature; box / lasso selects),
+    differential features and the genome view; one line says what needs both modalities."""
+    joint = _single_joint(model, data)
+    if joint is None:
+        return
+    attach(joint, data, model)
+    mod = explore.MODALITY_LABELS[feature_store(joint).mods[0]]
+    st.info(f"**{data['label']}** has only {mod} cells ({joint.n:,}): cross-modal matches, the imputed view and "
+            "label transfer need RNA and ATAC (add the other modality on the **Data** page).",
+            icon=":material/info:")  # fmt: skip
+    _single_fragment(joint)
+
+
+@st.fragment
+def _single_fragment(joint) -> None:
+    explore.apply_selection_events(ss, joint, ("umap_single",))
+    cols = joint.color_columns()
+    color_by = st.selectbox(
+        "Colour by", cols, index=cols.index(explore.default_color_column(cols)), key="single_color"
+    )
+    feature = feature_controls(joint)
+    drawn = explore.draw_indices(joint.n)
+    style = {"point_size": float(np.clip(9 - 1.3 * np.log10(max(joint.n, 10)), 2, 7)), "opacity": 0.8}
+    spec = feature_figures(joint, feature, drawn, style)[0] if feature else None
+    spec = spec or explore.umap_spec(joint.umap, joint.obs[color_by], drawn, title=f"Coloured by {color_by}",
+                                     hover=explore.hover_text(joint, color_by), colorbar_title=color_by, **style)  # fmt: skip
+    group = ss.get("group_cells")
+    fig = explore.with_highlight(spec, joint.umap, None, {"group": [] if group is None else group})
+    st.plotly_chart(explore.prebuilt(fig), key="umap_single", on_select="rerun", selection_mode=("box", "lasso"),
+                    config={"displaylogo": False})  # fmt: skip
+    differential_panel(joint)
+    genome_panel(joint)

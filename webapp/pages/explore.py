@@ -45,7 +45,7 @@ def main() -> None:
     )
     model, data = common.model_and_data()
     if not {"rna", "atac"} <= set(data["mdata"].mod):
-        _needs_both(data)
+        _needs_both(model, data)
     joint = common.joint_for(model, data)
     if joint is None:
         st.stop()
@@ -57,15 +57,14 @@ def main() -> None:
     downloads_panel(joint)
 
 
-def _needs_both(data: dict) -> None:
-    mods = ", ".join(explore.MODALITY_LABELS.get(m, m) for m in data["mdata"].mod)
-    st.warning(
-        f"**{data['label']}** has only {mods} cells. The joint views need RNA and ATAC: add the other modality on "
-        "the **Data** page. (Single-modality data can still be projected onto a reference on the **Zero-shot "
-        "view** page.)",
-        icon=":material/info:",
+def _needs_both(model: dict, data: dict) -> None:
+    if {"rna", "atac"} & set(data["mdata"].mod):
+        views.single_modality(
+            model, data
+        )  # its UMAP, colour by a feature, differential features, genome view
+    st.page_link(
+        "webapp/pages/data.py", label="Add the other modality on the Data page", icon=":material/dataset:"
     )
-    st.page_link("webapp/pages/data.py", label="Go to Data", icon=":material/dataset:")
     st.stop()
 
 
