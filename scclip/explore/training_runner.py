@@ -117,6 +117,10 @@ def read_progress(run_dir: Path) -> dict:
     prog["pid"] = pid
     never_started = pid is None and time.time() - float(prog.get("started") or time.time()) > START_TIMEOUT_S
     if (pid is not None and not _alive(pid)) or never_started:
+        with contextlib.suppress(OSError, json.JSONDecodeError):  # it may have ended (and said why) meanwhile
+            final = json.loads(path.read_text())
+            if final.get("status") not in ("starting", "running"):
+                return final
         prog["status"] = "failed"
         prog.setdefault("error", "the training process ended unexpectedly (killed, or out of memory?)")
         prog["log_tail"] = log_tail(run_dir)
