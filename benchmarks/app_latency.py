@@ -89,11 +89,14 @@ def _fill_cache(model_dir: Path, mdata, cache: Path) -> None:
     _, _, vt = np.linalg.svd(Z[:: max(1, len(Z) // 20000)], full_matrices=False)
     coords = (Z @ vt[:2].T).astype(np.float32)
     coords += np.random.default_rng(0).normal(scale=0.02 * coords.std(), size=coords.shape).astype(np.float32)
-    import hashlib
+    from scclip.explore import cache
 
-    key = f"{fp}-{dfp}"
-    h = hashlib.blake2b(np.ascontiguousarray(joint.Z).tobytes(), digest_size=8).hexdigest()
-    np.savez(explore.cache_file("umap", key, h), umap=coords)
+    real = cache.compute_umap
+    cache.compute_umap = lambda Z, **kw: coords  # the app's own cache entry (checksummed), with this layout
+    try:
+        explore.umap_cached(joint.Z, key=f"{fp}-{dfp}")
+    finally:
+        cache.compute_umap = real
 
 
 #: JS: screen position and customdata of a well-isolated drawn cell of plot ``idx``, among the candidates
@@ -112,7 +115,7 @@ PICK_JS = """
   for (let i = start % n; i < Math.min(n, (start % n) + 400); i++) {
     if (px[i] < r.left + xa._offset + 30 || py[i] < r.top + ya._offset + 30) continue;
     if (px[i] > r.left + xa._offset + xa._length - 160) continue;  // keep clear of the legend
-    if (py[i] > r.top + ya._offset + ya._length - 20) continue;
+    if (py[i] > Math.min(r.top + ya._offset + ya._length, window.innerHeight) - 20) continue;  // on screen
     let d = 1e18;
     for (let j = 0; j < n; j++) {
       if (j === i) continue;
@@ -230,6 +233,7 @@ def _recolour(page, column: str) -> Meter:
 
 def _click(page, start: int) -> tuple[Meter, int]:
     """Click a cell on the right-hand UMAP; seconds until the matches panel names it (header and table)."""
+    page.locator(".js-plotly-plot").nth(1).scroll_into_view_if_needed()
     pt = page.evaluate(PICK_JS, [1, start])
     m = Meter()
     m.start()
@@ -242,20 +246,46 @@ def _click(page, start: int) -> tuple[Meter, int]:
     return m, pt["n"]
 
 
+#: JS: how many drawn cells of plot ``idx`` lie inside the screen rectangle ``[x0, y0, x1, y1]``.
+COUNT_JS = """
+([idx, x0, y0, x1, y1]) => {
+  const gd = document.querySelectorAll('.js-plotly-plot')[idx];
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, tr = gd._fullData[0], r = gd.getBoundingClientRect();
+  let n = 0;
+  for (let i = 0; i < tr.x.length; i++) {
+    const px = r.left + xa._offset + xa.l2p(tr.x[i]), py = r.top + ya._offset + ya.l2p(tr.y[i]);
+    if (px >= x0 && px <= x1 && py >= y0 && py <= y1) n++;
+  }
+  return n;
+}
+"""
+LAST_BOX: dict = {}  # the last box's expected and shown group sizes (drawn cells in it; the group header)
+
+
 def _box(page, i: int) -> Meter:
+    """Box-select around a drawn cell of the right-hand UMAP (a box whose cell count differs from the group
+    shown before); seconds until the new group summary is shown."""
+    page.locator(".js-plotly-plot").nth(1).scroll_into_view_if_needed()
     area = page.evaluate(AREA_JS, 1)
+    pt = page.evaluate(PICK_JS, [1, 97 * i])  # the box holds at least this cell
+    prev = page.evaluate(
+        "() => Array.from(document.querySelectorAll('h4')).map((e) => e.innerText).join('|')"
+    )
+    rng = np.random.default_rng(i)
+    for _ in range(50):
+        w, h = rng.uniform(0.1, 0.3) * area["w"], rng.uniform(0.1, 0.3) * area["h"]
+        x0, y0 = max(area["left"] + 2, pt["x"] - w / 2), max(area["top"] + 2, pt["y"] - h / 2)
+        x1 = min(area["left"] + area["w"] - 2, pt["x"] + w / 2)
+        y1 = min(area["top"] + area["h"] - 2, pt["y"] + h / 2)
+        expected = page.evaluate(COUNT_JS, [1, x0, y0, x1, y1])
+        if f"Selected group: {expected:,} cells" not in prev:
+            break
     plot = page.locator(".js-plotly-plot").nth(1)
     plot.hover(position={"x": 60, "y": 60})
     plot.locator('[data-title="Box Select"]').click()
-    rng = np.random.default_rng(i)
-    fx0, fy0 = rng.uniform(0.15, 0.45, size=2)
-    fx1, fy1 = fx0 + rng.uniform(0.15, 0.35), fy0 + rng.uniform(0.15, 0.35)
-    prev = page.evaluate(
-        """() => Array.from(document.querySelectorAll('h4')).map((e) => e.innerText).join('|')"""
-    )
-    page.mouse.move(area["left"] + fx0 * area["w"], area["top"] + fy0 * area["h"])
+    page.mouse.move(x0, y0)
     page.mouse.down()
-    page.mouse.move(area["left"] + fx1 * area["w"], area["top"] + fy1 * area["h"], steps=6)
+    page.mouse.move(x1, y1, steps=6)
     m = Meter()
     m.start()
     page.mouse.up()
@@ -268,6 +298,8 @@ def _box(page, i: int) -> Meter:
     )  # fmt: skip
     m.stop()
     wait_idle(page, timeout=300_000)
+    shown = page.locator("h4", has_text="Selected group").first.inner_text()
+    LAST_BOX.update(expected=expected, shown=int(shown.split(":")[1].split()[0].replace(",", "")))
     return m
 
 
@@ -285,15 +317,20 @@ def actions(page, columns: tuple[str, str], repeats: int = 10, which=ACTIONS) ->
     """``repeats`` clicks, colour changes and box selections on an open Explore page: median / p95 of the
     wall time of each, and the median CPU seconds the app server and the browser spent on it."""
     out, meters = {}, {}
-    if "click" in which:
-        meters["click"] = []
-        for i in range(repeats):
-            m, out["drawn_per_plot"] = _click(page, 400 * i)
-            meters["click"].append(m)
-    if "colour" in which:
-        meters["colour"] = [_recolour(page, columns[i % 2]) for i in range(repeats)]
-    if "box" in which:
-        meters["box"] = [_box(page, i) for i in range(repeats)]
+    runs = {"click": lambda i: _click(page, 400 * i), "colour": lambda i: (_recolour(page, columns[i % 2]), None),
+            "box": lambda i: (_box(page, i), None)}  # fmt: skip
+    for name in which:
+        meters[name] = []
+        try:
+            for i in range(repeats):
+                m, drawn = runs[name](i)
+                meters[name].append(m)
+                out["drawn_per_plot"] = drawn or out.get("drawn_per_plot")
+        except Exception as err:  # report what was measured and why the rest was not
+            out[f"{NAMES[name]}_failed"] = f"{type(err).__name__} after {len(meters[name])}: {str(err)[:200]}"
+            page.screenshot(path=f"/tmp/app_latency_{name}_failed.png")
+        if not meters[name]:
+            meters.pop(name)
     for k, ms in meters.items():
         out[NAMES[k]] = {**stats([m.wall for m in ms]),
                          "cpu_server_median": round(float(np.median([m.server for m in ms])), 2),
@@ -312,7 +349,12 @@ def _session(url: str, columns: tuple[str, str], repeats: int, which=ACTIONS) ->
         page.close()
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         warm = _open_explore(page, url)
-        res = {"cold": cold, "warm": warm, **actions(page, columns, repeats, which)}
+        shots = os.environ.get("SCCLIP_BENCH_SHOTS")  # a folder: screenshots after the actions (or a failure)
+        try:
+            res = {"cold": cold, "warm": warm, **actions(page, columns, repeats, which)}
+        finally:
+            if shots:
+                page.screenshot(path=str(Path(shots) / "explore_after_actions.png"), full_page=True)
         browser.close()
     return res
 
