@@ -241,7 +241,11 @@ def test_first_paint_lists_only_the_five_pages(playwright_api, app_fixture, path
                 labels = tuple(page.evaluate(NAV_LABELS_JS))
                 if labels and (not seen or labels != seen[-1]):
                     seen.append(labels)
-                if labels and set(labels) == PAGE_TITLES and not page.locator('[data-testid="stStatusWidget"]').count():
+                if (
+                    labels
+                    and set(labels) == PAGE_TITLES
+                    and not page.locator('[data-testid="stStatusWidget"]').count()
+                ):
                     break
                 page.wait_for_timeout(25)
             page.screenshot(path=str(ARTIFACTS / f"first_paint{path.replace('/', '_')}.png"))
@@ -252,3 +256,37 @@ def test_first_paint_lists_only_the_five_pages(playwright_api, app_fixture, path
     assert seen, "the sidebar navigation never appeared"
     assert all(set(s) <= PAGE_TITLES for s in seen), f"the sidebar listed other entries: {seen}"
     assert set(seen[-1]) == PAGE_TITLES
+
+
+def test_explore_interactions_and_their_latency(playwright_api, app_fixture):
+    """Real clicks, colour changes and box selections on the Explore page at 1600x1000: each shows its result
+    (the clicked cell's matches, the new colouring, the boxed group); the wall times and the CPU seconds of the
+    app server and the browser are printed (not asserted: the machine is shared). Same helpers as
+    ``benchmarks/app_latency.py``."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import app_latency as bench
+
+    _, env = app_fixture
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    proc, url = start_app(env)
+    bench.SERVER_PID[:] = [proc.pid]
+    try:
+        with playwright_api() as p:
+            browser = launch_browser(p)
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            opened = bench._open_explore(page, url)
+            res = bench.actions(page, ("batch", "cell_type"), repeats=3)
+            box = dict(bench.LAST_BOX)  # the group is every cell inside the box (all 600 cells are drawn)
+            assert box["shown"] > 0 and abs(box["shown"] - box["expected"]) <= 2, box
+            assert not [k for k in res if k.endswith("_failed")], res
+            # the last of the three colour changes (batch, cell_type, batch) is on screen, on the right-hand plot
+            assert page.locator(".js-plotly-plot .gtitle", has_text="Coloured by batch").count() == 1
+            page.screenshot(path=str(ARTIFACTS / "explore_group.png"), full_page=True)
+            assert not page.locator('[data-testid="stException"]').count()
+            browser.close()
+    finally:
+        stop_app(proc)
+    print(f"Explore latency (600 cells, tiny model): open {opened}")
+    for key in ("click_to_matches", "colour_change", "box_to_group"):
+        print(f"  {key}: {res[key]}")
+    assert len(res["raw"]["click"]) == len(res["raw"]["colour"]) == len(res["raw"]["box"]) == 3
