@@ -364,3 +364,34 @@ def _single_fragment(joint) -> None:
                     config={"displaylogo": False})  # fmt: skip
     differential_panel(joint)
     genome_panel(joint)
+
+
+def summary_line(joint, model: dict, data: dict) -> None:
+    """The Explore page's one line: dataset, model, cells, pairing and whether the modality gap is closed."""
+    gap = (joint.info["embedded"].uns.get("scclip") or {}).get("gap") or {}
+    n_rna, n_atac = joint.n_rna, joint.n - joint.n_rna
+    st.markdown(
+        f"**{data['label']}** &nbsp;·&nbsp; model **{model['name']}** &nbsp;·&nbsp; {n_rna:,} RNA + {n_atac:,} "
+        f"ATAC cells &nbsp;·&nbsp; {'paired (same cells in both modalities)' if joint.paired else 'unpaired (different cells)'}"
+        + (
+            ""
+            if not gap
+            else f" &nbsp;·&nbsp; modality gap {'closed' if gap.get('closed') else 'not closed'}"
+        ),
+        unsafe_allow_html=True,
+    )
+
+
+def find_barcode(joint) -> None:
+    """The barcode search box's callback: select the cell (RNA first) or say that none has that barcode."""
+    text = ss.get("barcode_search", "").strip()
+    ss.pop("search_msg", None)
+    if not text:
+        return
+    hits = joint.find(text)
+    if hits.size == 0:
+        ss.search_msg = f"No cell with barcode {text!r} in this dataset."
+    else:
+        ss.query_cell = int(hits[0])
+        if hits.size > 1:
+            ss.search_msg = f"{text!r} exists in both modalities; showing its RNA profile."

@@ -49,7 +49,7 @@ def main() -> None:
     joint = common.joint_for(model, data)
     if joint is None:
         st.stop()
-    _summary_line(joint, model, data)
+    views.summary_line(joint, model, data)
     views.attach(joint, data, model)
     explorer(joint)
     metrics_panel(joint, model["model"].temperature)
@@ -66,21 +66,6 @@ def _needs_both(model: dict, data: dict) -> None:
         "webapp/pages/data.py", label="Add the other modality on the Data page", icon=":material/dataset:"
     )
     st.stop()
-
-
-def _summary_line(joint, model: dict, data: dict) -> None:
-    gap = (joint.info["embedded"].uns.get("scclip") or {}).get("gap") or {}
-    n_rna, n_atac = joint.n_rna, joint.n - joint.n_rna
-    st.markdown(
-        f"**{data['label']}** &nbsp;·&nbsp; model **{model['name']}** &nbsp;·&nbsp; {n_rna:,} RNA + {n_atac:,} "
-        f"ATAC cells &nbsp;·&nbsp; {'paired (same cells in both modalities)' if joint.paired else 'unpaired (different cells)'}"
-        + (
-            ""
-            if not gap
-            else f" &nbsp;·&nbsp; modality gap {'closed' if gap.get('closed') else 'not closed'}"
-        ),
-        unsafe_allow_html=True,
-    )
 
 
 # --------------------------------------------------------------------------- the interactive fragment
@@ -107,20 +92,6 @@ def explorer(joint) -> None:
     _mark("explorer end")
 
 
-def _find_barcode(joint) -> None:
-    text = ss.get("barcode_search", "").strip()
-    ss.pop("search_msg", None)
-    if not text:
-        return
-    hits = joint.find(text)
-    if hits.size == 0:
-        ss.search_msg = f"No cell with barcode {text!r} in this dataset."
-    else:
-        ss.query_cell = int(hits[0])
-        if hits.size > 1:
-            ss.search_msg = f"{text!r} exists in both modalities; showing its RNA profile."
-
-
 def _controls(joint) -> dict:
     """The colour, point size, opacity, barcode search and shown cells; returns what the plots need."""
     colour_cols = joint.color_columns()
@@ -133,7 +104,7 @@ def _controls(joint) -> dict:
     point_size = c2.slider("Point size", 1.0, 12.0, round(auto_size, 1), 0.5, key="point_size")
     opacity = c3.slider("Opacity", 0.1, 1.0, 0.75, 0.05, key="opacity")
     c4.text_input("Find a cell by barcode", key="barcode_search", placeholder="e.g. " + str(joint.obs["barcode"].iloc[0]),
-                  on_change=_find_barcode, args=(joint,))  # fmt: skip
+                  on_change=views.find_barcode, args=(joint,))  # fmt: skip
     if ss.get("search_msg"):
         c4.caption(f":orange[{ss.search_msg}]")
     mods_shown = st.pills("Modalities shown", ["RNA", "ATAC"], selection_mode="multi", default=["RNA", "ATAC"],
