@@ -137,7 +137,7 @@ def run_original(a: argparse.Namespace, batch: int) -> dict:
     args = {
         k: getattr(a, k) for k in ("data", "warmup", "steps", "embed_cells", "embed_batch_size", "threads")
     }
-    args.update(batch_size=batch, workers=a.workers)
+    args.update(data=str(a.data), batch_size=batch, workers=a.workers)
     env = {**os.environ, "PYTHONPATH": str(a.original), "OMP_NUM_THREADS": str(a.threads)}
     cmd = [a.python, str(Path(__file__).resolve()), "--original-worker", json.dumps(args)]
     return _run(cmd, cwd=Path(a.original), env=env)
