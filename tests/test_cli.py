@@ -344,15 +344,22 @@ def test_console_script_error_in_a_real_process(tmp_path):
 
 
 def test_train_precision_and_memory_flags_reach_the_config(files, run):
+    from scclip.model.encode import cpu_capability
+
     out = files["d"] / "run_flags"
-    rc, _, stderr = cli("train", "--data", files["x"], "--out", out, *train_args(), "--precision", "bf16",
+    precision = "bf16" if cpu_capability()["native_bf16"] else "fp32"
+    if precision == "fp32":  # a CPU without native bf16 (AVX2-only): the request is refused in one line
+        rc, _, stderr = cli("train", "--data", files["x"], "--out", files["d"] / "x_bf16", *train_args(),
+                            "--precision", "bf16")  # fmt: skip
+        assert rc == 1 and "fp32" in stderr.strip().splitlines()[-1], stderr
+    rc, _, stderr = cli("train", "--data", files["x"], "--out", out, *train_args(), "--precision", precision,
                         "--activation-checkpointing", "--ema-decay", "0.9", "--structure-weight", "0.5",
                         "--intra-negatives", "0.05")
     assert rc == 0, stderr
     summary = json.loads((out / "model" / "summary.json").read_text())
     assert summary["train_config"]["structure_weight"] == 0.5
     assert summary["train_config"]["intra_negatives"] == 0.05
-    assert summary["train_config"]["precision"] == "bf16"
+    assert summary["train_config"]["precision"] == precision
     assert summary["train_config"]["activation_checkpointing"] is True
     assert summary["train_config"]["compile"] is False
     assert summary["train_config"]["ema_decay"] == 0.9
