@@ -49,7 +49,8 @@ def cell_type_centroids(model, mdata, *, label_key: str) -> dict:
 
 
 CV_ROWS = {
-    "scCLIP default + feature path": "this recipe (scCLIP + feature path)",
+    "scCLIP default + feature path (3 members)": "this recipe (scCLIP + feature path of 3 MLPs)",
+    "scCLIP default + feature path": "scCLIP + feature path of 1 MLP (session 5)",
     "scCLIP default": "scCLIP without the feature path",
     "contrastive MLP": "contrastive MLP on PCA / LSI (baseline)",
     "PCA+CCA": "PCA + CCA (baseline)",

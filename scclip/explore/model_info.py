@@ -42,7 +42,7 @@ def _span(libraries: list[str]) -> str:
 def cv_foscttm(summary: dict) -> float | None:
     """The recipe's cross-validation estimate of FOSCTTM on new libraries (``summary['cv_estimate']``), if any."""
     est = summary.get("cv_estimate") or {}
-    row = est.get("scCLIP default + feature path") or next(iter(est.values()), None)
+    row = next(iter(est.values()), None)  # the release script writes the model's own recipe first
     return None if row is None else float(row["foscttm"][0])
 
 
