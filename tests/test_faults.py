@@ -381,3 +381,23 @@ def test_the_app_says_once_that_the_cache_is_off(demo_app_env, monkeypatch):
     at.run()
     assert not at.exception and not [w for w in at.warning if "cannot be written" in w.value]
     assert any(m.label == "FOSCTTM" for m in at.metric)
+
+
+def test_a_10x_archive_is_measured_from_its_matrix_header_without_unpacking(tmp_path, formats_dir):
+    import gzip
+    import io
+    import tarfile
+
+    small = explore.estimate_memory(formats_dir / "tenx_mtx_10x10.tar.gz")
+    assert small["matrices"][0]["shape"] == (10, 10)
+    mtx = b"%%MatrixMarket matrix coordinate integer general\n%\n36000 5000000 9000000000\n1 1 1\n"
+    archive = tmp_path / "big_filtered_feature_bc_matrix.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        blob = gzip.compress(mtx)
+        info = tarfile.TarInfo("filtered_feature_bc_matrix/matrix.mtx.gz")
+        info.size = len(blob)
+        tar.addfile(info, io.BytesIO(blob))
+    est = explore.estimate_memory(archive)
+    assert est["matrices"][0]["shape"] == (5_000_000, 36_000) and est["matrices"][0]["nnz"] == 9_000_000_000
+    with pytest.raises(ScclipError, match=r"big_filtered_feature_bc_matrix.tar.gz declares 5,000,000 cells"):
+        explore.check_memory([archive])

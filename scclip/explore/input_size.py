@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import tarfile
 from pathlib import Path
 
 from scclip.errors import ScclipError
@@ -92,16 +93,36 @@ def _hdf5_matrices(path: Path) -> list[dict] | None:
 def _mtx_header(path: Path) -> list[dict] | None:
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rt", errors="replace") as fh:
-        for _ in range(10_000):  # comment lines, then "rows cols nnz"
-            line = fh.readline()
-            if not line:
-                return None
-            if line.startswith("%") or not line.strip():
-                continue
-            rows, cols, nnz = (int(x) for x in line.split()[:3])
-            rows, cols = cols, rows  # 10x writes features x barcodes; cells are the columns
-            return [{"name": path.name, "shape": (rows, cols), "nnz": nnz,
-                     "bytes": _matrix_bytes(rows, cols, nnz, 4, 4)}]  # fmt: skip
+        return _mtx_header_lines(fh, path.name)
+
+
+def _tar_mtx_header(path: Path) -> list[dict] | None:
+    """The header of the ``matrix.mtx(.gz)`` inside a 10x ``.tar(.gz)`` archive, streamed: the archive is read
+    only up to that member's first lines, never unpacked."""
+    import io
+
+    with tarfile.open(path, "r|*") as tar:
+        for member in tar:
+            base = member.name.rsplit("/", 1)[-1]
+            if member.isfile() and base in ("matrix.mtx", "matrix.mtx.gz"):
+                raw = tar.extractfile(member)
+                fh = gzip.open(raw, "rt", errors="replace") if base.endswith(".gz") else io.TextIOWrapper(raw)
+                return _mtx_header_lines(fh, path.name)
+    return None
+
+
+def _mtx_header_lines(fh, name: str) -> list[dict] | None:
+    """The matrix of a Matrix Market text stream's size line (after comments), as cells x features."""
+    for _ in range(10_000):  # comment lines, then "rows cols nnz"
+        line = fh.readline()
+        if not line:
+            return None
+        if line.startswith("%") or not line.strip():
+            continue
+        rows, cols, nnz = (int(x) for x in line.split()[:3])
+        rows, cols = cols, rows  # 10x writes features x barcodes; cells are the columns
+        return [{"name": name, "shape": (rows, cols), "nnz": nnz,
+                 "bytes": _matrix_bytes(rows, cols, nnz, 4, 4)}]  # fmt: skip
     return None
 
 
@@ -111,13 +132,13 @@ def estimate_memory(path: str | Path) -> dict | None:
     Parameters
     ----------
     path
-        An ``.h5ad``, ``.h5mu``, 10x ``.h5``, ``.mtx`` / ``.mtx.gz`` file or a 10x matrix folder.
+        An ``.h5ad``, ``.h5mu``, 10x ``.h5``, ``.mtx`` / ``.mtx.gz`` file, a 10x matrix folder or its ``.tar.gz``.
 
     Returns
     -------
     dict or None
         ``{"bytes": int, "matrices": [{"name", "shape", "nnz", "bytes"}]}`` (``nnz`` None for a dense matrix);
-        None for other formats (tar archives, fragments) or files whose metadata cannot be read (the reader
+        None for other formats (fragments files) or files whose metadata cannot be read (the reader
         then says what is wrong).
     """
     p = Path(path)
@@ -129,9 +150,11 @@ def estimate_memory(path: str | Path) -> dict | None:
             mats = _mtx_header(p)
         elif p.name.lower().endswith((".h5ad", ".h5mu", ".h5")):
             mats = _hdf5_matrices(p)
+        elif p.name.lower().endswith((".tar.gz", ".tgz", ".tar")):
+            mats = _tar_mtx_header(p)
         else:
             return None
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError, EOFError):
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, EOFError, tarfile.TarError):
         return None
     if not mats:
         return None
