@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks"), str(REPO / "tests")]
 
 import app_latency as bench  # noqa: E402
-
-from tests.test_browser import launch_browser, start_app, stop_app, wait_idle  # noqa: E402
-from tests.test_browser_views import COLORBAR_JS, TITLE_JS  # noqa: E402
+from test_browser import launch_browser, start_app, stop_app, wait_idle  # noqa: E402
+from test_browser_views import COLORBAR_JS, TITLE_JS  # noqa: E402
 
 
 def _recolour(page, gene: str) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from tests.test_browser import (
+from test_browser import (
     ARTIFACTS,
     REPO,
     app_fixture,

@@ -3,6 +3,8 @@ per-patch attribution and the h5ad hand-off. Tiny seeded data on the CPU; real-d
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +14,8 @@ import scclip
 from scclip import explore
 from scclip.datasets import synthetic_multiome
 from scclip.errors import ScclipError
-from tests.conftest import REPO
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
