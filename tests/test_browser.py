@@ -184,6 +184,8 @@ def test_click_a_cell_shows_its_library_partners(playwright_api, app_fixture):
             other = joint.other(cell)
             idx, sim = topk_partners(joint.Z[cell : cell + 1], joint.Z[other], k=10)
             expected = joint.obs["barcode"].to_numpy()[other[idx[0]]].tolist()
+            # the header can arrive before the table on a loaded machine: wait for the table's ten rows
+            page.locator('[data-testid="stTable"] tbody tr').nth(9).wait_for(timeout=60_000)
             rows = table_rows(page)
             assert [r[0] for r in rows] == [str(i) for i in range(1, 11)]
             got = [r[1] for r in rows]
