@@ -57,16 +57,33 @@ def tiny_pretrained(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def demo_app_env(tmp_path, monkeypatch) -> Path:
+def point_app_at(monkeypatch):
+    """``point_app_at(root, pretrained, model)``: the app's environment for a test: models from ``pretrained``,
+    ``model`` with the synthetic demo by default, cache and runs folders under ``root``; returns ``root``."""
+
+    def point(root: Path, pretrained: Path, model: str) -> Path:
+        monkeypatch.setenv("SCCLIP_PRETRAINED_DIR", str(pretrained))
+        monkeypatch.setenv("SCCLIP_CACHE_DIR", str(root / "cache"))
+        monkeypatch.setenv("SCCLIP_RUNS_DIR", str(root / "runs"))
+        monkeypatch.setenv("SCCLIP_DEFAULT_MODEL", model)
+        monkeypatch.setenv("SCCLIP_DEFAULT_DEMO", "synthetic")
+        return root
+
+    return point
+
+
+@pytest.fixture
+def demo_app_env(tmp_path, point_app_at) -> Path:
     """The app on a private copy of the shipped ``demo-synthetic`` model (its only pretrained model) and the
     synthetic demo data, with private cache and runs folders."""
     import shutil
 
     pre = tmp_path / "pretrained"
     shutil.copytree(REPO / "pretrained" / "demo-synthetic", pre / "demo-synthetic")
-    monkeypatch.setenv("SCCLIP_PRETRAINED_DIR", str(pre))
-    monkeypatch.setenv("SCCLIP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("SCCLIP_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("SCCLIP_DEFAULT_MODEL", "demo-synthetic")
-    monkeypatch.setenv("SCCLIP_DEFAULT_DEMO", "synthetic")
-    return tmp_path
+    return point_app_at(tmp_path, pre, "demo-synthetic")
+
+
+@pytest.fixture
+def tiny_app_env(tmp_path, tiny_pretrained, point_app_at) -> Path:
+    """The app on the tiny model (300 + 300 synthetic cells) with private cache and runs folders."""
+    return point_app_at(tmp_path, tiny_pretrained, "demo-tiny")

@@ -30,13 +30,9 @@ def fixture_dirs(tmp_path_factory, tiny_pretrained) -> Path:
 
 
 @pytest.fixture
-def app_env(fixture_dirs, monkeypatch):
-    monkeypatch.setenv("SCCLIP_PRETRAINED_DIR", str(fixture_dirs / "pretrained"))
-    monkeypatch.setenv("SCCLIP_CACHE_DIR", str(fixture_dirs / "cache"))
-    monkeypatch.setenv("SCCLIP_RUNS_DIR", str(fixture_dirs / "runs"))
-    monkeypatch.setenv("SCCLIP_DEFAULT_MODEL", "demo-tiny")
-    monkeypatch.setenv("SCCLIP_DEFAULT_DEMO", "synthetic")
-    return fixture_dirs
+def app_env(fixture_dirs, point_app_at):
+    """The tiny model with cache and runs folders shared by this module's tests (one embedding for all)."""
+    return point_app_at(fixture_dirs, fixture_dirs / "pretrained", "demo-tiny")
 
 
 def _app() -> AppTest:

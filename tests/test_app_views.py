@@ -14,17 +14,6 @@ REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 240
 
 
-@pytest.fixture
-def views_env(tmp_path, tiny_pretrained, monkeypatch):
-    """The app on the tiny model (300 + 300 synthetic cells) with private cache folders."""
-    monkeypatch.setenv("SCCLIP_PRETRAINED_DIR", str(tiny_pretrained))
-    monkeypatch.setenv("SCCLIP_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("SCCLIP_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("SCCLIP_DEFAULT_MODEL", "demo-tiny")
-    monkeypatch.setenv("SCCLIP_DEFAULT_DEMO", "synthetic")
-    return tmp_path
-
-
 def _explore() -> AppTest:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
     return at.run()
@@ -45,7 +34,7 @@ def _joint(at: AppTest):
     return next(iter(at.session_state["joints"].values()))
 
 
-def test_colour_by_a_gene_colours_both_umaps_with_a_colour_bar(views_env):
+def test_colour_by_a_gene_colours_both_umaps_with_a_colour_bar(tiny_app_env):
     at = _explore()
     _ok(at)
     joint = _joint(at)
@@ -68,7 +57,7 @@ def test_colour_by_a_gene_colours_both_umaps_with_a_colour_bar(views_env):
     assert any("did you mean" in w.value for w in at.warning)
 
 
-def test_differential_features_of_a_cell_type_and_the_genome_view(views_env):
+def test_differential_features_of_a_cell_type_and_the_genome_view(tiny_app_env):
     at = _explore()
     _ok(at)
     at.radio(key="diff_mode").set_value("a category value").run()
@@ -93,7 +82,7 @@ def test_differential_features_of_a_cell_type_and_the_genome_view(views_env):
     assert any(t.startswith("What makes cell_type = ") for t in titles), titles
 
 
-def test_h5ad_downloads_are_offered(views_env):
+def test_h5ad_downloads_are_offered(tiny_app_env):
     at = _explore()
     _ok(at)
     keys = {b.proto.id for b in at.get("download_button")}
@@ -103,7 +92,7 @@ def test_h5ad_downloads_are_offered(views_env):
     assert keys
 
 
-def test_single_modality_data_show_umap_colour_and_markers(views_env):
+def test_single_modality_data_show_umap_colour_and_markers(tiny_app_env):
     import mudata as md
 
     from scclip.datasets import synthetic_multiome
