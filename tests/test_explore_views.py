@@ -265,8 +265,12 @@ def test_patch_coordinates_come_from_the_feature_space(attribution, model):
 
 def test_sampled_path_and_genome_track(model, attribution):
     exact, _ = attribution
-    pts = explore.path_points(10, 32, 40, np.random.default_rng(0))
-    assert pts.shape == (4, 10) and ((pts >= 0) & (pts <= 1)).all()
+    nodes, weights = explore.path_points(10, 32, 40)  # over budget: the fewest points, 4 midpoints
+    assert nodes.shape == weights.shape == (4, 10)
+    np.testing.assert_allclose(nodes[:, 0], [0.125, 0.375, 0.625, 0.875])
+    np.testing.assert_allclose(weights.sum(0), 1.0)
+    assert explore.path_points(10, 32, None)[0].shape == (32, 10)  # within budget: every step
+    assert explore.path_points(10, 32, 100)[0].shape == (10, 10)
     fig = explore.genome_track(exact, genome="mm10")
     assert len(fig.data) == 2 and "attribution" in fig.data[0].hovertext[0]
     with pytest.raises(ScclipError, match="steps must be at least 1"):

@@ -247,7 +247,8 @@ def genome_panel(joint) -> None:
     st.markdown("### Genome view: what drives the embedding")
     st.caption("Which genome regions (patch tokens) make the group's cells resemble each other more than the other "
                "cells do: integrated gradients at the patch tokens from empty patches, group mean minus the other "
-               "cells' mean (up to 256 cells each). Hover a bar for its genes / peaks.")  # fmt: skip
+               f"cells' mean (up to {explore.MAX_ATTRIBUTION_CELLS:,} group and {explore.MAX_REFERENCE_CELLS} other "
+               "cells per modality, a random sample above that). Hover a bar for its genes / peaks.")  # fmt: skip
     g = st.columns([1.7, 1.1, 1.1, 1.3, 0.9], vertical_alignment="bottom")
     choice = _group_choice(joint, "attr", g)
     if choice is None:

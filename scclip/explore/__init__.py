@@ -37,6 +37,7 @@ from scclip._constants import EMBED_KEY
 from scclip.explore.attribution import (
     ATTRIBUTION_BUDGET,
     MAX_ATTRIBUTION_CELLS,
+    MAX_REFERENCE_CELLS,
     patch_attribution,
     path_points,
 )
@@ -172,6 +173,7 @@ __all__ = [
     "MAX_ATTRIBUTION_CELLS",
     "MAX_DRAWN",
     "MAX_GB_ENV",
+    "MAX_REFERENCE_CELLS",
     "MAX_TEST_CELLS",
     "METRIC_PANEL",
     "MISSING_COLOR",

@@ -21,10 +21,14 @@ from scclip.explore.markers import as_cells, cells_in_modality
 from scclip.model.jagged import Jagged
 from scclip.model.patch import SparseBatch
 
-#: Cells per group (and per reference) above which :func:`patch_attribution` subsamples (seeded).
-MAX_ATTRIBUTION_CELLS = 256
-#: Gradient evaluations (cells x path points) per modality above which the path is sampled per cell.
-ATTRIBUTION_BUDGET = 2048
+#: Group cells per modality above which :func:`patch_attribution` subsamples (seeded).
+MAX_ATTRIBUTION_CELLS = 1000
+#: Reference cells per modality above which they are subsampled (seeded): the reference enters as a mean.
+MAX_REFERENCE_CELLS = 256
+#: Gradient evaluations (cells x path points) per modality above which fewer path points are used.
+ATTRIBUTION_BUDGET = 5120
+#: The fewest path points a budget leaves per cell.
+MIN_PATH_POINTS = 4
 #: Token sequences per forward / backward pass.
 PATH_BATCH = 512
 #: Features listed per patch in ``top_features``.
@@ -41,25 +45,31 @@ def _forward_from_tokens(enc, patch_tokens: torch.Tensor, keep: torch.Tensor | N
     return enc.transform(x[keep], Jagged.from_keep(keep))
 
 
-def path_points(n_cells: int, steps: int, budget: int | None, rng: np.random.Generator) -> np.ndarray:
-    """``(points, n_cells)`` positions on the path per cell: the ``steps`` midpoints of ``[0, 1]`` while
-    ``n_cells * steps <= budget`` (or ``budget`` is None), else ``max(1, budget // n_cells)`` stratified random
-    points per cell (seeded; each stratum's mean gradient is then an unbiased estimate of the integral)."""
-    if budget is None or n_cells * steps <= budget:
-        return np.repeat(((np.arange(steps) + 0.5) / steps)[:, None], n_cells, axis=1)
-    k = max(1, int(budget) // max(n_cells, 1))
-    return (np.arange(k)[:, None] + rng.random((k, n_cells))) / k
+def path_points(n_cells: int, steps: int, budget: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Midpoint-rule nodes and weights on ``[0, 1]``, each ``(points, n_cells)``: ``steps`` points per cell
+    while ``n_cells * steps <= budget`` (or ``budget`` is None), else ``max(MIN_PATH_POINTS, budget //
+    n_cells)`` (deterministic: the same cells give the same attributions).
+
+    Measured on the shipped SNARE-seq model (600 cells, 32 midpoints as the reference): 4 midpoints give
+    per-patch attributions with correlation 0.9998 and the same top 10 patches, completeness within 0.7%;
+    Gauss-Legendre with 4 nodes was off by 8% (its first node sits where the path bends most), and 2 or 4
+    stratified random points per cell had correlation 0.990 / 0.998.
+    """
+    k = int(steps)
+    if budget is not None and n_cells * k > budget:
+        k = min(k, max(MIN_PATH_POINTS, int(budget) // max(n_cells, 1)))
+    nodes = (np.arange(k) + 0.5) / k
+    return np.repeat(nodes[:, None], n_cells, axis=1), np.full((k, n_cells), 1.0 / k)
 
 
-def _integrated_gradients(
-    enc, batch: SparseBatch, target: torch.Tensor, alphas: np.ndarray, base: torch.Tensor
-):
+def _integrated_gradients(enc, batch: SparseBatch, target: torch.Tensor, path: tuple, base: torch.Tensor):
     """IG of ``s = cos(f(x), target)`` for a batch at the patch tokens, and gradient x input per non-zero.
 
-    Path: token = baseline + alpha (token(x) - baseline) at ``alphas`` (points, B), gradients averaged over the
-    points; the real tokens, computed from the feature values, ride along in the same pass for the per-feature
-    gradient x input, and so does the baseline. Returns (attributions (B, P), s(x) (B,), s(baseline) (B,),
-    non-zero columns, their contributions)."""
+    Path: token = baseline + alpha (token(x) - baseline) at the ``path`` nodes (``(alphas, weights)``, each
+    (points, B)); the real tokens, computed from the feature values, ride along in the same pass for the
+    per-feature gradient x input (and, for models that skip empty patches, the cell's own baseline layout).
+    Returns (attributions (B, P), s(x) (B,), s(baseline) (B,) or None, non-zero columns, contributions)."""
+    alphas, weights = path
     values = batch.values.clone().requires_grad_(True)
     live = SparseBatch(batch.rows, batch.cols, values, batch.n_cells, batch.sorted_cols)
     real = enc.embed(live)  # (B, P, d), differentiable in the values
@@ -67,15 +77,17 @@ def _integrated_gradients(
     S, B = alphas.shape
     a = torch.as_tensor(alphas, dtype=real.dtype)[:, :, None, None]  # (S, B, 1, 1)
     delta = (real - base).detach()
-    path = (base[None] + a * delta[None]).reshape(S * B, *real.shape[1:]).requires_grad_(True)
+    points = (base[None] + a * delta[None]).reshape(S * B, *real.shape[1:]).requires_grad_(True)
+    parts = [points, real] + ([] if keep is None else [base.expand_as(real)])  # + the cell's own baseline
     keep_all = None if keep is None else keep.repeat(S + 2, 1)
-    tokens = torch.cat([path, real, base.expand_as(real)])  # the path, the cell, the baseline
-    s = _forward_from_tokens(enc, tokens, keep_all) @ target  # ((S + 2) * B,)
-    grad, g_values = torch.autograd.grad(s.sum(), (path, values))
-    mean_grad = grad.view(S, B, *real.shape[1:]).mean(0)
+    s = _forward_from_tokens(enc, torch.cat(parts), keep_all) @ target  # ((S + 1 or 2) * B,)
+    grad, g_values = torch.autograd.grad(s.sum(), (points, values))
+    w = torch.as_tensor(weights, dtype=grad.dtype)[:, :, None, None]  # (S, B, 1, 1)
+    path_grad = (grad.view(S, B, *real.shape[1:]) * w).sum(0)  # (B, P, d): the weighted path integral
     contrib = (g_values * values).detach().numpy()
-    s_x, s_0 = s[S * B : (S + 1) * B].detach().numpy(), s[(S + 1) * B :].detach().numpy()
-    return (mean_grad * delta).sum(-1).detach().numpy(), s_x, s_0, batch.cols.numpy(), contrib
+    s_x = s[S * B : (S + 1) * B].detach().numpy()
+    s_0 = None if keep is None else s[(S + 1) * B :].detach().numpy()
+    return (path_grad * delta).sum(-1).detach().numpy(), s_x, s_0, batch.cols.numpy(), contrib
 
 
 def _model_inputs(model, store: FeatureStore, modality: str, rows: np.ndarray):
@@ -85,7 +97,7 @@ def _model_inputs(model, store: FeatureStore, modality: str, rows: np.ndarray):
     return X.tocsr()
 
 
-def _modality_attribution(model, store, modality, a, r, *, steps, budget, rng, tick):
+def _modality_attribution(model, store, modality, a, r, *, steps, budget, tick):
     """Per-patch and per-feature attributions of one modality: group A minus reference R (local rows)."""
     enc = model.net.encoders[modality]
     rows = np.concatenate([a, r])
@@ -96,15 +108,18 @@ def _modality_attribution(model, store, modality, a, r, *, steps, budget, rng, t
         base = enc.embed(
             SparseBatch.from_csr(sp.csr_matrix((1, X.shape[1]), dtype=np.float32))
         )  # all-zero cell
+        s_base = float(_forward_from_tokens(enc, base, None) @ target)  # s(baseline), shared unless skipping
     P, n_feat = enc.embed.n_patches, X.shape[1]
     patch_sum, feat_sum = {"A": np.zeros(P), "R": np.zeros(P)}, {"A": np.zeros(n_feat), "R": np.zeros(n_feat)}
     s_sum, s0_sum = {"A": 0.0, "R": 0.0}, {"A": 0.0, "R": 0.0}
-    alphas = path_points(rows.size, steps, budget, rng)
-    batch_size = max(1, PATH_BATCH // (alphas.shape[0] + 1))
+    alphas, weights = path_points(rows.size, steps, budget)
+    batch_size = max(1, PATH_BATCH // (alphas.shape[0] + 2))
     for lo in range(0, rows.size, batch_size):
         hi = min(lo + batch_size, rows.size)
         batch = SparseBatch.from_csr(X[lo:hi])
-        attr, s_x, s_0, cols, contrib = _integrated_gradients(enc, batch, target, alphas[:, lo:hi], base)
+        path = (alphas[:, lo:hi], weights[:, lo:hi])
+        attr, s_x, s_0, cols, contrib = _integrated_gradients(enc, batch, target, path, base)
+        s_0 = np.full(hi - lo, s_base) if s_0 is None else s_0
         rows_in = batch.rows.numpy()
         for g, sel in (("A", np.arange(lo, hi) < a.size), ("R", np.arange(lo, hi) >= a.size)):
             if sel.any():
@@ -154,7 +169,7 @@ def _patch_frame(model, modality: str, patch: np.ndarray, feature: np.ndarray, t
     return pd.DataFrame(out)
 
 
-def _plan(store, mods, group, ref, max_cells, rng) -> tuple[dict, list]:
+def _plan(store, mods, group, ref, limits: dict, rng) -> tuple[dict, list]:
     """Per modality: (group rows, reference rows) local to the modality, subsampled; and notes."""
     plan, notes = {}, []
     for m in mods:
@@ -164,9 +179,12 @@ def _plan(store, mods, group, ref, max_cells, rng) -> tuple[dict, list]:
             continue
         notes += [f"{MODALITY_LABELS[m]}: {note}"] if note else []
         for name, g in (("group", a), ("reference", r)):
-            if g.size > max_cells:
-                notes.append(f"{MODALITY_LABELS[m]} {name}: a random {max_cells} of its {g.size} cells")
-        plan[m] = tuple(np.sort(rng.choice(g, min(g.size, max_cells), replace=False)) for g in (a, r))
+            if g.size > limits[name]:
+                notes.append(f"{MODALITY_LABELS[m]} {name}: a random {limits[name]} of its {g.size} cells")
+        plan[m] = tuple(
+            np.sort(rng.choice(g, min(g.size, limits[n]), replace=False))
+            for g, n in ((a, "group"), (r, "reference"))
+        )
     if not plan:
         raise ScclipError("the group and the reference need cells of a modality the model reads")
     return plan, notes
@@ -181,6 +199,7 @@ def patch_attribution(
     steps: int = 32,
     progress: Callable[[float, str], None] | None = None,
     max_cells: int = MAX_ATTRIBUTION_CELLS,
+    max_reference: int = MAX_REFERENCE_CELLS,
     budget: int | None = ATTRIBUTION_BUDGET,
     top_features: int = TOP_FEATURES,
     seed: int = 0,
@@ -213,14 +232,14 @@ def patch_attribution(
         Points on the integration path.
     progress
         Called as ``progress(fraction_done, message)`` after each batch.
-    max_cells
-        Group and reference are each subsampled (seeded) above this; ``attrs['note']`` says so.
+    max_cells, max_reference
+        The group (per modality) and the reference are subsampled (seeded) above these; ``attrs['note']``
+        says so. The reference only enters as a mean, so its default is smaller.
     budget
         Gradient evaluations (cells x path points) per modality. While ``cells x steps`` fits, every cell
-        gets the exact ``steps``-point midpoint rule (per-cell completeness holds to quadrature error); above
-        it, each cell gets ``max(1, budget // cells)`` stratified random points (seeded): the group means stay
-        unbiased and completeness holds on average (``attrs['check']`` reports both sides). ``None``: always
-        the exact rule.
+        gets the ``steps``-point midpoint rule; above it, ``max(MIN_PATH_POINTS, budget // cells)`` midpoints
+        (:func:`path_points`; 4 midpoints already agree with 32 to a correlation of 0.9998 on real data).
+        ``attrs['check']`` reports both sides of completeness. ``None``: always ``steps`` points.
     top_features
         Features listed per patch, by gradient x input of ``s`` at the input (group minus reference).
 
@@ -241,7 +260,8 @@ def patch_attribution(
     if not mods:
         raise ScclipError(f"the model reads {model.feature_space.modalities}; the data have {store.mods}")
     rng = np.random.default_rng(seed)
-    plan, notes = _plan(store, mods, group, ref, int(max_cells), rng)
+    limits = {"group": int(max_cells), "reference": int(max_reference)}
+    plan, notes = _plan(store, mods, group, ref, limits, rng)
     total, done = sum(a.size + r.size for a, r in plan.values()), [0]
 
     def tick(n: int) -> None:
@@ -253,7 +273,7 @@ def patch_attribution(
     model.net.eval()
     for m, (a, r) in plan.items():
         patch, feature, checks[m] = _modality_attribution(
-            model, store, m, a, r, steps=int(steps), budget=budget, rng=rng, tick=tick
+            model, store, m, a, r, steps=int(steps), budget=budget, tick=tick
         )
         frames.append(_patch_frame(model, m, patch, feature, int(top_features)))
     out = pd.concat(frames, ignore_index=True)
