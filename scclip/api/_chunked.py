@@ -67,14 +67,14 @@ def map_all(
     return X, chunks.report
 
 
-def _preprocess(model, X: sp.csr_matrix, mod: str, looks_normalized: bool) -> sp.csr_matrix:
+def preprocess_chunk(model, X: sp.csr_matrix, mod: str, looks_normalized: bool) -> sp.csr_matrix:
     """The model's preprocessing of mapped counts, cell by cell (see :func:`scclip.api.preprocess_modality`)."""
     if mod == "rna":
         return X if looks_normalized else normalize_rna(X)
     return binarize(X) if model.preprocessing["atac"]["method"] == "binary" else tfidf(X, model.idf)
 
 
-def _preprocessing_info(model, mod: str, stats: ValueStats) -> dict:
+def preprocessing_info(model, mod: str, stats: ValueStats) -> dict:
     """The record :func:`scclip.preprocess.prepare_rna` / ``prepare_atac`` return, from all chunks' stats."""
     normalized, reason = stats.decision()
     if mod == "rna":
@@ -114,7 +114,7 @@ def embed_modality(
         for lo, hi, mapped in chunks:
             if looks_normalized is None:
                 looks_normalized = chunks.stats.decision()[0]
-            X = _preprocess(model, mapped, mod, looks_normalized)
+            X = preprocess_chunk(model, mapped, mod, looks_normalized)
             out[lo:hi] = model.encode(mod, X, counts=mapped, batch_size=batch_size, device=device)
         return bool(looks_normalized)
 
@@ -123,4 +123,4 @@ def embed_modality(
         why = chunks.stats.decision()[1]
         logger.info("rna: all cells (%s) disagree with the first chunk on normalisation; encoding again", why)
         encode(not used)
-    return out, {**chunks.report, "preprocessing": _preprocessing_info(model, mod, chunks.stats)}
+    return out, {**chunks.report, "preprocessing": preprocessing_info(model, mod, chunks.stats)}

@@ -19,6 +19,7 @@ import torch
 
 from scclip.api._chunked import map_all
 from scclip.api._inputs import map_modality, open_input, preprocess_modality
+from scclip.api._train_stream import cache_counts, check_out_of_core, fit_streamed
 from scclip.errors import ScclipError
 from scclip.features import FeatureSpace, align_features, make_feature_space, restrict_to_observed
 from scclip.io import (
@@ -164,6 +165,7 @@ def train(
     data_name: str | None = None,
     chunk_size: int | None = None,
     feature_path: bool = False,
+    out_of_core: bool = False,
 ) -> ScclipModel:
     """Train scCLIP on paired cells and write ``out_dir/model`` (release folder) and ``out_dir/checkpoints``.
 
@@ -194,51 +196,68 @@ def train(
         Build the training matrices ``chunk_size`` cells at a time (backed MuData, :func:`scclip.io.read_backed`
         or an ``.h5mu`` path always go this way, default 10,000): the raw file is never loaded whole, only the
         matrices on the model's features (compact, sparse) are in memory. Same seed, same model as in memory.
+    out_of_core
+        Needs ``chunk_size``: nothing of the size of the data stays in memory (:mod:`scclip.api._train_stream`).
+        One pass maps the cells to an on-disk cache in ``out_dir`` (deleted at the end); batches are read from
+        it in a shuffled chunk order (the same for the same seed: same seed, same model); validation cells and
+        a sample of 20,000 training cells (SVD initialisation) and held-out cells (scored) are kept in memory.
+        Not the in-memory model (other batches, SVD of a sample); no feature path.
     """
     t_start = time.perf_counter()
     mcfg, tcfg = _configs(model_config, train_config)
     split_kwargs = dict(holdout_key=holdout_key, holdout=holdout, val_key=val_key, val_values=val_values,
                         val_size=val_size, seed=tcfg.seed)  # fmt: skip
     cells = check_chunk_size(chunk_size)
+    cache = check_out_of_core(out_of_core, chunk_size, feature_path, out_dir)
     mdata, opened = open_input(mdata, chunk_size)
     try:
         pairing, fs, fs_report, split, counts = _training_counts(
-            mdata, feature_space, mcfg.n_patches, genome, within_chromosome, atac_method, cells, split_kwargs
-        )
+            mdata, feature_space, mcfg.n_patches, genome, within_chromosome, atac_method, cells, split_kwargs,
+            cache,
+        )  # fmt: skip
     finally:
         if opened is not None:
             opened.close()
-    model, prepared = _new_model(fs, mcfg, tcfg, counts, split, atac_method=atac_method, resume=resume)
-    (X_rna, rep_rna), (X_atac, rep_atac) = prepared["rna"], prepared["atac"]
-    from scclip.training import fit, is_main_process
-
-    model.net.to(resolve_device(tcfg.device))
-    result = fit(
-        model.net,
-        X_rna,
-        X_atac,
-        train_idx=split["train"],
-        val_idx=split["val"],
-        cfg=tcfg,
-        out_dir=out_dir,
-        resume=resume,
-        progress=progress,
+    run_kw = dict(atac_method=atac_method, resume=resume, out_dir=out_dir, progress=progress)
+    fitter = fit_streamed if out_of_core else _fit_in_memory
+    model, result, reports, (matrices, summary_split), extra = fitter(fs, mcfg, tcfg, counts, split, **run_kw)
+    path_info = (
+        add_feature_path(model, matrices[0], matrices[2], split, seed=tcfg.seed) if feature_path else None
     )
-    atac_counts = counts["atac"][0]
-    path_info = add_feature_path(model, X_rna, atac_counts, split, seed=tcfg.seed) if feature_path else None
+    run = _run_summary(result, summary_split, model, matrices, (holdout_key, holdout), tcfg, mcfg)
     model.summary = {
         "data": data_name,
         "command": command,
         "pairing": pairing,
-        "feature_space_report": {"rna": rep_rna, "atac": rep_atac, **({"build": fs_report} if fs_report else {})},
-        **_run_summary(result, split, model, (X_rna, X_atac, atac_counts), (holdout_key, holdout), tcfg, mcfg),
+        "feature_space_report": {**reports, **({"build": fs_report} if fs_report else {})},
+        **run,
+        "n_holdout_cells": len(split["holdout"]),
         **({"feature_path": path_info} if path_info else {}),
+        **extra,
         "total_seconds": time.perf_counter() - t_start,
     }
+    from scclip.training import is_main_process
+
     model.net.to("cpu")
     if is_main_process():  # under torchrun only rank 0 writes the release folder
         model.save_pretrained(Path(out_dir) / "model")
     return model
+
+
+def _fit_in_memory(fs, mcfg, tcfg, counts, split, *, atac_method, resume, out_dir, progress):
+    """Preprocess the in-memory matrices and :func:`scclip.training.fit`: (model, fit result, reports,
+    (the matrices and split for the summary), nothing extra)."""
+    from scclip.training import fit
+
+    model, prepared = _new_model(fs, mcfg, tcfg, counts, split, atac_method=atac_method, resume=resume)
+    (X_rna, rep_rna), (X_atac, rep_atac) = prepared["rna"], prepared["atac"]
+    model.net.to(resolve_device(tcfg.device))
+    result = fit(
+        model.net, X_rna, X_atac, train_idx=split["train"], val_idx=split["val"], cfg=tcfg, out_dir=out_dir,
+        resume=resume, progress=progress,
+    )  # fmt: skip
+    matrices = (X_rna, X_atac, counts["atac"][0])
+    return model, result, {"rna": rep_rna, "atac": rep_atac}, (matrices, split), {}
 
 
 def add_feature_path(
@@ -291,13 +310,14 @@ def _new_model(fs, mcfg, tcfg, counts, split, *, atac_method: str, resume: bool)
 
 
 def _training_counts(
-    mdata, feature_space, n_patches, genome, within_chromosome, atac_method, chunk_cells, split_kwargs
+    mdata, feature_space, n_patches, genome, within_chromosome, atac_method, chunk_cells, split_kwargs, cache
 ):
     """The inputs of :func:`train`: check the paired data (MuData, or :class:`scclip.io.BackedData` mapped
     ``chunk_cells`` cells at a time), build the feature space, split the cells (``split_kwargs`` go to
     :func:`split_cells`) and map both modalities onto the features.
 
-    Returns (pairing report, feature space, its build report, split, ``{modality: (counts, report)}``).
+    Returns (pairing report, feature space, its build report, split, ``{modality: (counts, report)}``, or
+    with a ``cache`` folder the :class:`~scclip.api._train_stream.StreamedCounts` of the out-of-core path).
     """
     in_chunks = isinstance(mdata, BackedData)
     for m in ("rna", "atac"):
@@ -314,7 +334,12 @@ def _training_counts(
         msg = f"atac_method must be 'binary' or 'tfidf', got {atac_method!r}"
         raise ScclipError(msg)
     split = split_cells(mdata["rna"].obs, **split_kwargs)
-    if in_chunks:
+    if cache is not None:
+        seed = split_kwargs["seed"]
+        counts = cache_counts(
+            mdata, fs, split, genome=genome, chunk_size=chunk_cells, folder=cache, seed=seed
+        )
+    elif in_chunks:
         counts = {
             m: map_all(mdata[m], fs[m], m, genome=genome, chunk_size=chunk_cells) for m in ("rna", "atac")
         }

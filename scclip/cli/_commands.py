@@ -47,6 +47,7 @@ def _train_settings(args) -> dict:
         for k, v in dict(
             epochs=args.epochs,
             batch_size=args.batch_size,
+            max_steps=args.max_steps,
             lr=args.lr,
             patience=args.patience,
             seed=args.seed,
@@ -66,7 +67,7 @@ def cmd_train(args) -> int:
     from scclip.api import train
     from scclip.io import read
 
-    _check_positive(args, "epochs", "batch_size", "lr", "patience", "chunk_size")
+    _check_positive(args, "epochs", "batch_size", "lr", "patience", "chunk_size", "max_steps")
     if args.val_size < 0:
         msg = f"--val-size must be >= 0 (a fraction below 1 or a number of cells), got {args.val_size}"
         raise ScclipError(msg)
@@ -102,6 +103,7 @@ def cmd_train(args) -> int:
         resume=args.resume,
         chunk_size=args.chunk_size,
         feature_path=args.feature_path,
+        out_of_core=args.out_of_core,
         progress=_progress_bar(),
         command="scclip " + shlex.join(sys.argv[1:]),
         data_name=str(args.data),

@@ -58,6 +58,13 @@ def _add_train(sub, common) -> argparse.ArgumentParser:
         "--epochs", type=int, default=None, help="maximum epochs (default 20; early stopping may end sooner)"
     )
     t.add_argument("--batch-size", type=int, default=None, help="cells per step (default 256)")
+    t.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N gradient steps in all (benchmarks)",
+    )
     t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
     t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 8)")
     t.add_argument("--seed", type=int, default=0)
@@ -123,6 +130,12 @@ def _add_train_data_options(t: argparse.ArgumentParser) -> None:
         metavar="N",
         help="files larger than memory: read the .h5mu/.h5ad on disk and map N cells at a time onto the model's "
         "features (the compact training matrices stay in memory; same model)",
+    )
+    t.add_argument(
+        "--out-of-core",
+        action="store_true",
+        help="with --chunk-size: map once to an on-disk cache in the run folder and stream shuffled chunks "
+        "from it (memory independent of the number of cells; same seed, same model; no --feature-path)",
     )
     t.add_argument("--holdout-key", default=None, help="obs column naming groups to hold out (e.g. batch)")
     t.add_argument(

@@ -8,6 +8,7 @@ The modules:
 - ``_checks``: modality names and inference, value checks, choosing raw counts, assembling the MuData;
 - ``_pairing``: :func:`pairing_report`, :func:`paired_cells`, :func:`read_pair`;
 - ``_backed``: :func:`read_backed` and :class:`BackedData` (``X`` stays on disk, read in row chunks);
+- ``_disk_csr``: :class:`DiskCSR` / :class:`DiskCSRWriter` (a CSR matrix in flat files, read by row ranges);
 - ``_fragments``: 10x ``fragments.tsv.gz`` counted onto any intervals (public face: :mod:`scclip.fragments`);
 - ``_write``: :func:`write_h5mu` and JSON, through a temporary file and a rename.
 """
@@ -34,6 +35,7 @@ from scclip.io._checks import (
     modality_of_anndata,
     unsupported_input,
 )
+from scclip.io._disk_csr import DiskCSR, DiskCSRWriter
 from scclip.io._fragments import atac_from_fragments, count_fragments, covered_by_fragments
 from scclip.io._pairing import paired_cells, pairing_report, read_pair, shared_barcodes
 from scclip.io._read import read
@@ -43,6 +45,8 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "MODALITIES",
     "BackedData",
+    "DiskCSR",
+    "DiskCSRWriter",
     "Modality",
     "as_backed",
     "atac_from_fragments",

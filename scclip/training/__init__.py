@@ -7,7 +7,8 @@ modules:
 - ``_loop``: :func:`fit` (early stopping, validation, resumable), :func:`step_loss`, the optimizer;
 - ``_checkpoint``: ``best`` / ``last`` checkpoints without pickle, committed atomically;
 - ``_averaging``: the moving average of the weights that is validated and released;
-- ``_distributed``: torchrun process groups and batch shards.
+- ``_distributed``: torchrun process groups and batch shards;
+- ``_stream``: :class:`ChunkStream`, out-of-core batches from on-disk caches in a shuffled chunk order.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from scclip.training._checkpoint import load_checkpoint, save_checkpoint
 from scclip.training._config import OBJECTIVE_SETTINGS, TrainConfig, check_same_objective
 from scclip.training._distributed import init_distributed, is_main_process, shard_batches, world_info
 from scclip.training._loop import fit, make_optimizer, step_loss, validate, wrap_model
+from scclip.training._stream import ChunkStream
 
 __all__ = [
     "OBJECTIVE_SETTINGS",
+    "ChunkStream",
     "Ema",
     "TrainConfig",
     "check_same_objective",

@@ -24,6 +24,8 @@ class TrainConfig:
     > 0 adds the within-modality structure term of :mod:`scclip.model.structure` (similarities kept close to
     the cells' PCA / LSI coordinates, softmax temperature ``structure_temperature``; needs the SVD-initialised
     per-feature embedding); ``None`` (default) = 1.0 for such a model (the default preset) and 0 otherwise.
+    ``max_steps`` stops after that many gradient steps in all (the schedule is fitted to them; benchmarks);
+    ``None`` = all epochs.
     """
 
     epochs: int = 20
@@ -43,6 +45,7 @@ class TrainConfig:
     compile: bool = False
     activation_checkpointing: bool = False
     precision: str = "auto"
+    max_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "bf16", "fp32"):
@@ -53,6 +56,9 @@ class TrainConfig:
             raise ScclipError(msg)
         if not self.intra_negatives >= 0:
             msg = f"intra_negatives must be >= 0 (0 = plain CLIP), got {self.intra_negatives!r}"
+            raise ScclipError(msg)
+        if self.max_steps is not None and (isinstance(self.max_steps, bool) or not self.max_steps >= 1):
+            msg = f"max_steps must be a positive number of steps (None = all epochs), got {self.max_steps!r}"
             raise ScclipError(msg)
         if not self.structure_temperature > 0:
             msg = f"structure_temperature must be > 0, got {self.structure_temperature!r}"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from scclip.training._distributed import (
     shard_batches,
     world_info,
 )
+from scclip.training._stream import ChunkStream
 
 
 def step_loss(
@@ -131,15 +132,25 @@ class _Run:
     progress: Callable[[dict], None] | None
     state: dict = field(default_factory=dict)
 
-    def batches(self, train_idx: np.ndarray, epoch: int) -> list[np.ndarray]:
-        """This rank's rows of every global batch of ``epoch``."""
-        return shard_batches(
+    stream: ChunkStream | None = None
+
+    def batches(self, X_rna, X_atac, train_idx: np.ndarray, epoch: int) -> Iterator[tuple]:
+        """This rank's ``(RNA, ATAC)`` rows of every global batch of ``epoch``: from ``X_rna`` / ``X_atac``, or
+        streamed from disk by :attr:`stream`."""
+        if self.stream is not None:
+            for _, rna, atac in self.stream.batches(
+                epoch, batch_size=self.batch_size, rank=self.rank, world_size=self.world
+            ):
+                yield rna, atac
+            return
+        for rows in shard_batches(
             train_idx, epoch=epoch, seed=self.cfg.seed, batch_size=self.batch_size, rank=self.rank,
             world_size=self.world,
-        )
+        ):  # fmt: skip
+            yield X_rna[rows], X_atac[rows]
 
 
-def _start_run(model: ScCLIP, train_idx, cfg: TrainConfig, ckpt_dir: Path, progress) -> _Run:
+def _start_run(model: ScCLIP, train_idx, cfg: TrainConfig, ckpt_dir: Path, progress, stream=None) -> _Run:
     """Process group, device, seeded optimizer / schedule / loss / weight average, in the order that makes a
     seeded run reproducible."""
     rank, world = init_distributed()
@@ -152,11 +163,18 @@ def _start_run(model: ScCLIP, train_idx, cfg: TrainConfig, ckpt_dir: Path, progr
     torch.manual_seed(cfg.seed)
     batch_size = min(cfg.batch_size, len(train_idx))
     batch_size -= batch_size % world  # the global batch: world_size equal shards
-    steps_per_epoch = len(
-        shard_batches(train_idx, epoch=0, seed=cfg.seed, batch_size=batch_size, rank=rank, world_size=world)
-    )
+    if stream is not None:
+        steps_per_epoch = stream.n_steps(batch_size=batch_size, world_size=world)
+    else:
+        shards = shard_batches(
+            train_idx, epoch=0, seed=cfg.seed, batch_size=batch_size, rank=rank, world_size=world
+        )
+        steps_per_epoch = len(shards)
+    total_steps = cfg.epochs * steps_per_epoch
     optimizer = make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, cfg.epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(cfg, min(total_steps, cfg.max_steps or total_steps))
+    )
     loss_fn = ClipLoss(intra_negatives=cfg.intra_negatives)
     cfg = replace(cfg, structure_weight=resolve_structure_weight(cfg.structure_weight, model.cfg))
     if not 0.0 <= cfg.ema_decay < 1.0:
@@ -174,8 +192,8 @@ def _start_run(model: ScCLIP, train_idx, cfg: TrainConfig, ckpt_dir: Path, progr
     }
     return _Run(
         model, model, loss_fn, optimizer, scheduler, ema, cfg, device, rank, world, batch_size,
-        steps_per_epoch, ckpt_dir, progress if rank == 0 else None, state,
-    )
+        steps_per_epoch, ckpt_dir, progress if rank == 0 else None, state, stream,
+    )  # fmt: skip
 
 
 def _resume(run: _Run) -> None:
@@ -193,9 +211,11 @@ def _train_epoch(run: _Run, X_rna, X_atac, train_idx: np.ndarray, epoch: int) ->
     """One pass over this rank's batches: gradient steps, weight average, step progress; the step losses."""
     run.model.train()
     losses = []
-    for b, rows in enumerate(run.batches(train_idx, epoch)):
-        rna = SparseBatch.from_csr(X_rna[rows], device=run.device)
-        atac = SparseBatch.from_csr(X_atac[rows], device=run.device)
+    for b, (rna_rows, atac_rows) in enumerate(run.batches(X_rna, X_atac, train_idx, epoch)):
+        if run.cfg.max_steps and run.state["step"] >= run.cfg.max_steps:
+            break
+        rna = SparseBatch.from_csr(rna_rows, device=run.device)
+        atac = SparseBatch.from_csr(atac_rows, device=run.device)
         loss = step_loss(run.model, run.step_model, run.loss_fn, rna, atac, run.cfg, run.device)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -220,7 +240,9 @@ def _train_epoch(run: _Run, X_rna, X_atac, train_idx: np.ndarray, epoch: int) ->
     return losses
 
 
-def _end_epoch(run: _Run, X_rna, X_atac, val_idx: np.ndarray, losses: list[float], t0: float) -> tuple[dict, bool]:
+def _end_epoch(
+    run: _Run, X_rna, X_atac, val_idx: np.ndarray, losses: list[float], t0: float
+) -> tuple[dict, bool]:
     """Validate (rank 0, on the weight average; broadcast), record the epoch, update early stopping:
     (history record, whether validation improved)."""
     state, epoch = run.state, run.state["epoch"]
@@ -261,6 +283,11 @@ def _save_checkpoints(run: _Run, improved: bool, meta: dict) -> None:
     save_checkpoint(run.ckpt_dir / "last", **kw)
 
 
+def _steps_done(cfg: TrainConfig, state: dict) -> bool:
+    """Whether ``cfg.max_steps`` (when set) gradient steps have run."""
+    return bool(cfg.max_steps) and state["step"] >= cfg.max_steps
+
+
 def fit(
     model: ScCLIP,
     X_rna,
@@ -273,6 +300,7 @@ def fit(
     resume: bool = False,
     progress: Callable[[dict], None] | None = None,
     extra_meta: dict | None = None,
+    stream: ChunkStream | None = None,
 ) -> dict:
     """Train with early stopping; returns the history and the best validation metrics.
 
@@ -282,6 +310,10 @@ def fit(
         CSR matrices (cells x model features), preprocessed; row i of both is the same cell.
     train_idx, val_idx
         Rows used for gradient steps and for validation / early stopping.
+    stream
+        Out of core: draw the training batches from this :class:`~scclip.training.ChunkStream` (its rows are
+        ``train_idx``) instead of ``X_rna[train_idx]``; ``X_rna`` / ``X_atac`` then need only the ``val_idx``
+        rows (e.g. the validation cells in memory, ``val_idx = arange``).
     progress
         Called after every epoch (and every ~20 steps) with a dict: ``event`` ("step"/"epoch"/"done"),
         ``epoch``, ``step``, ``loss``, validation metrics, ``elapsed``. Rank 0 only.
@@ -293,7 +325,7 @@ def fit(
     if len(train_idx) < 2:
         msg = f"need at least 2 training cells, got {len(train_idx)}"
         raise ScclipError(msg)
-    run = _start_run(model, train_idx, cfg, Path(out_dir) / "checkpoints", progress)
+    run = _start_run(model, train_idx, cfg, Path(out_dir) / "checkpoints", progress, stream)
     cfg, state = run.cfg, run.state
     if resume:
         _resume(run)
@@ -303,12 +335,14 @@ def fit(
     t0 = time.perf_counter() - state["elapsed"]
     meta_common = {"train_config": cfg.to_dict(), "model_config": model.cfg.to_dict(), **(extra_meta or {})}
     val_idx = np.asarray(val_idx)
-    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience and not _steps_done(cfg, state):
         losses = _train_epoch(run, X_rna, X_atac, train_idx, state["epoch"])
         record, improved = _end_epoch(run, X_rna, X_atac, val_idx, losses, t0)
         _save_checkpoints(run, improved, {"state": state, **meta_common})
         if run.progress:
-            run.progress({"event": "epoch", **record, "best_epoch": state["best_epoch"], "epochs": cfg.epochs})
+            run.progress(
+                {"event": "epoch", **record, "best_epoch": state["best_epoch"], "epochs": cfg.epochs}
+            )
     barrier()  # rank 0's checkpoints are on disk before anyone reads them
     load_checkpoint(run.ckpt_dir / "best", model=model)
     model.eval()
