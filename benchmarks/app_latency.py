@@ -242,8 +242,19 @@ def _click(page, start: int) -> tuple[Meter, int]:
     _shown(page, "stMarkdownContainer", f"partners of {pt['barcode']}")
     _shown(page, "stTable", "similarity")
     m.stop()
+    # the UMAPs are re-created after the matches panel (see webapp/pages/explore.py): time them too
+    page.wait_for_function(HIGHLIGHT_JS, arg=pt["cell"], timeout=300_000, polling=30)
+    m.highlight = time.perf_counter() - m.t0
     wait_idle(page, timeout=300_000)
     return m, pt["n"]
+
+
+#: JS: both UMAPs draw cell ``q`` as the "selected cell" (the click's highlight is on screen).
+HIGHLIGHT_JS = """
+(q) => { const gds = Array.from(document.querySelectorAll('.js-plotly-plot')).slice(0, 2);
+  return gds.length === 2 && gds.every((gd) => !gd.closest('[data-stale="true"]') && gd._fullData
+    && gd._fullData.some((t) => t.name === 'selected cell' && t.customdata && t.customdata[0] === q)); }
+"""
 
 
 #: JS: how many drawn cells of plot ``idx`` lie inside the screen rectangle ``[x0, y0, x1, y1]``.
@@ -332,6 +343,8 @@ def actions(page, columns: tuple[str, str], repeats: int = 10, which=ACTIONS) ->
         if not meters[name]:
             meters.pop(name)
     for k, ms in meters.items():
+        if k == "click":
+            out["click_to_umap_highlight"] = stats([m.highlight for m in ms])
         out[NAMES[k]] = {**stats([m.wall for m in ms]),
                          "cpu_server_median": round(float(np.median([m.server for m in ms])), 2),
                          "cpu_browser_median": round(float(np.median([m.browser for m in ms])), 2)}  # fmt: skip

@@ -192,6 +192,15 @@ def test_click_a_cell_shows_its_library_partners(playwright_api, app_fixture):
             assert got == expected, (got, expected)
             assert [float(r[2]) for r in rows] == pytest.approx(sim[0].tolist(), abs=6e-4)
             page.screenshot(path=str(ARTIFACTS / "explore_matches.png"))
+            # a click leaves both UMAPs as they were (no re-created WebGL charts) until "Draw on the UMAPs"
+            assert page.evaluate(HIGHLIGHTED_JS) == [[], []]
+            page.get_by_text("Draw on the UMAPs").click()
+            page.wait_for_function(f"() => ({HIGHLIGHTED_JS})().every((t) => t.length === 2)", timeout=60_000)
+            wait_idle(page)
+            partners = sorted(int(i) for i in other[idx[0]])
+            for traces in page.evaluate(HIGHLIGHTED_JS):
+                assert dict(traces) == {"selected cell": [cell], "top partners": partners}
+            page.screenshot(path=str(ARTIFACTS / "explore_matches_drawn.png"))
 
             for name, link in (("model", "Model"), ("zero_shot", "Zero-shot view"), ("train", "Train")):
                 page.get_by_role("link", name=link, exact=True).click()
@@ -208,6 +217,13 @@ def test_click_a_cell_shows_its_library_partners(playwright_api, app_fixture):
     finally:
         stop_app(proc)
 
+
+#: JS: per UMAP, the highlight traces drawn ([name, sorted global cell indices]).
+HIGHLIGHTED_JS = """
+() => Array.from(document.querySelectorAll('.js-plotly-plot')).slice(0, 2).map((gd) => gd._fullData
+  .filter((t) => t.name === 'selected cell' || t.name === 'top partners')
+  .map((t) => [t.name, Array.from(t.customdata).map(Number).sort((a, b) => a - b)]))
+"""
 
 #: The sidebar's navigation, the five pages of ``app.py`` and nothing else.
 PAGE_TITLES = {"Model", "Data", "Explore", "Zero-shot view", "Train"}

@@ -91,9 +91,13 @@ def umap_spec(
     v = values.iloc[drawn] if isinstance(values, pd.Series) else pd.Series(np.asarray(values)[drawn])
     marker, legend_items = _cell_marker(values, v, colors, point_size=point_size, opacity=opacity,
                                         colorbar_title=colorbar_title)  # fmt: skip
+    # a clicked point (plotly's own point selection, drawn in the browser without a redraw): large and dark,
+    # the other cells faded but still readable
+    clicked = {"selected": {"marker": {"size": max(3.0 * point_size, 12.0), "color": "#111111", "opacity": 1.0}},
+               "unselected": {"marker": {"opacity": 0.45}}}  # fmt: skip
     cells = {"type": "scattergl", "name": "cells", "mode": "markers", "showlegend": False,
              "x": np.ascontiguousarray(xy[:, 0]), "y": np.ascontiguousarray(xy[:, 1]),
-             "customdata": drawn.astype(np.int32), "marker": marker}  # fmt: skip
+             "customdata": drawn.astype(np.int32), "marker": marker, **clicked}  # fmt: skip
     if hover is not None:
         cells.update(text=hover[drawn], hovertemplate="%{text}<extra></extra>")
     else:

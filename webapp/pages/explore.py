@@ -82,11 +82,15 @@ def explorer(joint) -> None:
     k = int(ss.get("top_k", 10))
     sims = explore.similarities(joint, q) if q is not None else None
     table = explore.partners_table(joint, q, k=k, labels=view["labels"], sims=sims) if q is not None else None
+    # the UMAPs' places come first on the page but are filled after the panels below them: a click's matches
+    # table and a box's summary reach the browser before the two WebGL charts are re-created (each re-created
+    # chart costs the browser ~0.5 s; Streamlit re-creates a chart whenever its figure changes)
+    caption_slot, chart_slots = st.empty(), [c.empty() for c in st.columns(2, gap="medium")]
     _mark("explorer matches")
-    _plots(joint, view, q, table)
-    _mark("explorer plots sent")
     matches_panel(joint, view, q, table, sims)
     group_panel(joint, view)
+    _plots(joint, view, q, table, chart_slots, caption_slot)
+    _mark("explorer plots sent")
     views.differential_panel(joint)
     views.genome_panel(joint)
     _mark("explorer end")
@@ -164,25 +168,34 @@ def _base_figures(joint, view: dict) -> tuple[dict, dict, np.ndarray]:
     return cache[key]
 
 
-def _plots(joint, view: dict, q, table) -> None:
+def _plots(joint, view: dict, q, table, slots: list, caption_slot) -> None:
+    """The two UMAPs (with the clicked cell, its partners and the selected group highlighted) into ``slots``."""
     left, right, drawn = _base_figures(joint, view)
     visible = view["visible"]
     if drawn.size < visible.sum():
-        st.caption(f"Drawing a random {drawn.size:,} of {int(visible.sum()):,} cells for speed; selections and "
+        caption_slot.caption(f"Drawing a random {drawn.size:,} of {int(visible.sum()):,} cells for speed; selections and "
                    "matches use all cells.")  # fmt: skip
     group = ss.get("group_cells")
-    highlight = {"query": q, "partners": [] if table is None else table["cell_index"].to_numpy(),
+    # a click leaves the UMAPs as they are (plotly marks the clicked point itself) unless "Draw on the UMAPs"
+    # is on: re-creating both WebGL charts is most of a click's time in the browser
+    drawn_matches = q is not None and ss.get("matches_on_umap", False)
+    highlight = {"query": q if drawn_matches else None,
+                 "partners": table["cell_index"].to_numpy() if drawn_matches and table is not None else [],
                  "group": [] if group is None else group}  # fmt: skip
     hovers = (explore.hover_text(joint, view["default_col"]), explore.hover_text(joint, view["color_by"]))
-    for col, spec, hover, key in zip(st.columns(2, gap="medium"), (left, right), hovers, CHARTS, strict=True):
+    for slot, spec, hover, key in zip(slots, (left, right), hovers, CHARTS, strict=True):
         fig = explore.with_highlight(spec, joint.umap, hover, highlight, point_size=view["point_size"])
-        with col:
-            st.plotly_chart(explore.prebuilt(fig), key=key, on_select="rerun",
-                            selection_mode=("points", "box", "lasso"), config=PLOT_CFG)  # fmt: skip
+        slot.plotly_chart(explore.prebuilt(fig), key=key, on_select="rerun",
+                          selection_mode=("points", "box", "lasso"), config=PLOT_CFG)  # fmt: skip
 
 
 def _clear(name: str) -> None:
     ss[name] = None
+
+
+def _keep_toggle(name: str) -> None:
+    """Keep a toggle's value in ``ss[name]``: Streamlit forgets a widget's own key while it is not shown."""
+    ss[name] = ss[f"{name}_toggle"]
 
 
 def matches_panel(joint, view: dict, q, table, sims) -> None:
@@ -200,10 +213,14 @@ def matches_panel(joint, view: dict, q, table, sims) -> None:
     bc, mod = obs["barcode"].iloc[q], obs["modality"].iloc[q]
     other = "ATAC" if mod == "RNA" else "RNA"
     lab_txt = " · ".join(f"{c}: **{obs[c].iloc[q]}**" for c in labels[:3] if pd.notna(obs[c].iloc[q]))
-    top = st.columns([4, 1.2, 0.8], vertical_alignment="bottom")
+    top = st.columns([3.3, 1.1, 1.8, 0.8], vertical_alignment="bottom")
     top[0].markdown(f"Selected cell **`{bc}`** ({mod}) {('· ' + lab_txt) if lab_txt else ''}")
     top[1].number_input("Partners (k)", 1, 100, value=int(ss.get("top_k", 10)), key="top_k")
-    top[2].button("Clear", key="clear_query", on_click=_clear, args=("query_cell",))
+    top[2].toggle("Draw on the UMAPs", key="matches_on_umap_toggle", value=bool(ss.get("matches_on_umap")),
+                  on_change=_keep_toggle, args=("matches_on_umap",),
+                  help="A star on the cell and lines to its partners on both plots. Redrawing both plots makes "
+                       "each click about a second slower.")  # fmt: skip
+    top[3].button("Clear", key="clear_query", on_click=_clear, args=("query_cell",))
     rank = explore.true_partner_rank(joint, q, sims) if joint.paired else None
     tcol, hcol = st.columns([1.35, 1], gap="medium")
     with tcol:
