@@ -113,6 +113,7 @@ def _details(name: str, out: Path, a) -> dict:
         steps = s["train_config"]["max_steps"]
         rec = {
             "cache_seconds": ooc.get("cache_seconds"),
+            "svd_init_seconds": ooc.get("init_seconds"),
             "cache_gb": ooc.get("cache_bytes", 0) / 1e9,
             "train_seconds": s["train_seconds"],
             "steps": steps,

@@ -51,6 +51,7 @@ class StreamedCounts:
     chunk_size: int
     folder: Path
     seconds: float
+    init_seconds: float = 0.0
 
     def positions(self, rows: np.ndarray) -> np.ndarray:
         """Where ``rows`` (all in :attr:`keep`) are in :attr:`kept`."""
@@ -112,11 +113,13 @@ def streamed_model(fs, mcfg, tcfg, counts: StreamedCounts, *, atac_method: str, 
     def transform(mod: str, X: sp.csr_matrix) -> sp.csr_matrix:
         return preprocess_chunk(model, X, mod, normalized[mod])
 
+    t0 = time.perf_counter()
     kept = {m: transform(m, counts.kept[m]) for m in ("rna", "atac")}
     if mcfg.embedding_init == "svd" and not resume:
         rows = counts.positions(counts.svd_rows)
         for m in ("rna", "atac"):
             svd_init_(model.net.encoders[m].embed, kept[m][rows], seed=tcfg.seed, skip=mcfg.svd_skip)
+    counts.init_seconds = time.perf_counter() - t0
     reports = {
         m: {**counts.reports[m], "preprocessing": preprocessing_info(model, m, counts.stats[m])}
         for m in ("rna", "atac")
@@ -145,6 +148,7 @@ def fit_out_of_core(
         "chunks_per_load": stream.chunks_per_load,
         "cache_bytes": int(sum(c.nbytes() for c in counts.caches.values())),
         "cache_seconds": counts.seconds,
+        "init_seconds": counts.init_seconds,
         "svd_cells": len(counts.svd_rows),
         "holdout_cells_scored": len(counts.held_rows),
     }

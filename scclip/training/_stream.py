@@ -98,15 +98,16 @@ class ChunkStream:
         if batch_size // world_size < 1:
             msg = f"batch size {batch_size} is smaller than the number of processes ({world_size})"
             raise ScclipError(msg)
-        ids, mats = np.empty(0, dtype=np.int64), None
+        ids, mats = np.empty(0, dtype=np.int64), None  # the cells carried over from the previous load
         loads = self.epoch_loads(epoch)
         for i, rows in enumerate(loads):
             new = self._load(rows)
             ids = np.concatenate([ids, rows])
             mats = new if mats is None else {m: sp.vstack([mats[m], new[m]], format="csr") for m in new}
-            last = i == len(loads) - 1
-            while len(ids) >= batch_size or (last and len(ids) // world_size >= 2):
-                n = min(batch_size, len(ids))
-                take = np.arange(rank, n - n % world_size, world_size)
+            pos, last = 0, i == len(loads) - 1
+            while len(ids) - pos >= batch_size or (last and (len(ids) - pos) // world_size >= 2):
+                n = min(batch_size, len(ids) - pos)
+                take = pos + np.arange(rank, n - n % world_size, world_size)
                 yield ids[take], mats["rna"][take], mats["atac"][take]
-                ids, mats = ids[n:], {m: X[n:] for m, X in mats.items()}
+                pos += n
+            ids, mats = ids[pos:], {m: X[pos:] for m, X in mats.items()}
