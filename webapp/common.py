@@ -11,6 +11,7 @@ import time
 import traceback
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 import torch
 
@@ -250,11 +251,26 @@ def joint_for(model: dict, data: dict, *, run: bool = True):
         return None
     finally:
         show_cache_notes(notes)
-    joint.info["embedded"] = emb
+    joint.info["embedded"], joint.info["key"] = emb, key
     while len(joints) >= MAX_JOINTS:
         joints.pop(next(iter(joints)))
     joints[key] = joint
     return joint
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _metrics_of(key: tuple, label, label_fp: str, temperature: float, _joint) -> dict:
+    return explore.embedding_metrics(_joint, label, temperature=temperature)
+
+
+def shared_metrics(joint, label, temperature: float) -> dict:
+    """:func:`scclip.explore.embedding_metrics`, shared by every session that shows the same model, dataset and
+    label column (a second visitor of the default page does not score the embedding again)."""
+    key = joint.info.get("key")
+    if key is None:
+        return explore.embedding_metrics(joint, label, temperature=temperature)
+    label_fp = "" if label is None else str(pd.util.hash_pandas_object(joint.obs[label], index=False).sum())
+    return _metrics_of(key, label, label_fp, float(temperature), joint)
 
 
 def show_cache_notes(notes: list[str]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.utils.extmath import randomized_svd
 
 from scclip.model.patch import PatchEmbedding
 
@@ -22,6 +21,8 @@ def svd_loadings(X, k: int, *, seed: int = 0, skip: int = 0) -> np.ndarray:
     """
     skip = min(int(skip), max(0, min(X.shape) - 2))
     k_eff = max(1, min(k, min(X.shape) - 1 - skip))
+    from sklearn.utils.extmath import randomized_svd  # ~1 s to import: only when a model is initialised
+
     _, s, vt = randomized_svd(X, n_components=k_eff + skip, random_state=seed, n_iter=4)
     load = (vt[skip:].T * s[skip:]).astype(np.float32)
     load /= np.sqrt((load**2).mean()) + 1e-12

@@ -37,6 +37,7 @@ def _mark(event: str) -> None:
 
 
 def main() -> None:
+    _mark("page start")
     common.ensure_app()
     common.page_header(
         "Explore",
@@ -44,17 +45,21 @@ def main() -> None:
         "box- or lasso-select (plot toolbar) to summarise where a group's partners land.",
     )
     model, data = common.model_and_data()
+    _mark("model and data")
     if not {"rna", "atac"} <= set(data["mdata"].mod):
         _needs_both(model, data)
     joint = common.joint_for(model, data)
     if joint is None:
         st.stop()
+    _mark("joint view")
     views.summary_line(joint, model, data)
     views.attach(joint, data, model)
     explorer(joint)
     metrics_panel(joint, model["model"].temperature)
+    _mark("metrics")
     matching_panel(joint)
     downloads_panel(joint)
+    _mark("page end")
 
 
 def _needs_both(model: dict, data: dict) -> None:
@@ -299,7 +304,7 @@ def metrics_panel(joint, temperature: float) -> None:
             return
         with st.spinner("Scoring the embedding…"):
             try:
-                res = explore.embedding_metrics(joint, metric_label, temperature=temperature)
+                res = common.shared_metrics(joint, metric_label, temperature)
             except ScclipError as err:
                 common.show_error(err, "Metrics")
                 return
