@@ -213,8 +213,9 @@ def differential_panel(joint) -> None:
 def _differential_result(joint, store, df: pd.DataFrame, label: str, table_key: str) -> None:
     modality = df.attrs["modality"]
     kind = "genes" if modality == "rna" else "peaks"
-    st.markdown(f"**Top {len(df)} {kind}** of {label} ({df.attrs['n_a']:,} cells) against "
-                f"{df.attrs['n_b']:,} cells · click a row to colour the plots by it")  # fmt: skip
+    mod = explore.MODALITY_LABELS[modality]
+    st.markdown(f"**Top {len(df)} {kind}** of {label}: {df.attrs['n_a']:,} {mod} profiles tested against "
+                f"{df.attrs['n_b']:,} · click a row to colour the plots by it")  # fmt: skip
     if df.attrs.get("note"):
         st.caption(f"Note: {df.attrs['note']}.")
     t, p = st.columns([1.25, 1], gap="medium")
