@@ -192,7 +192,7 @@ def run_baselines(mdata, fold, seeds, store: Store, labels, log) -> None:
 
 
 def run_feature_path(
-    mdata, fold, seeds, recipe: str, store: Store, runs: Path, labels, log, *, members=1
+    mdata, fold, seeds, recipe: str, store: Store, runs: Path, labels, log, *, members=1, gene_activity=False
 ) -> None:
     """The product recipe ``scclip.train(..., feature_path=True)`` on each fold's trained model: the feature
     path is fitted after the Transformer (its weights are unchanged), on the same split, so the fold's model
@@ -203,6 +203,8 @@ def run_feature_path(
     query = mdata[test].copy()
     for seed in seeds:
         tag = "" if members == 1 else f" ({members} members)"
+        if gene_activity:
+            tag = f" ({members} member{'s' if members > 1 else ''}, gene activity)"
         key = f"scCLIP {recipe} + feature path{tag}|{','.join(fold)}|{seed}"
         folder = runs / f"{'_'.join(fold)}_s{seed}"
         if store.has(key) or not (folder / "model" / "config.json").exists():
@@ -215,7 +217,9 @@ def run_feature_path(
         split = split_cells(mdata["rna"].obs, holdout_key="batch", holdout=list(fold), val_key=None,
                             val_values=(), val_size=1000, seed=seed)  # fmt: skip
         t0 = time.perf_counter()
-        info = add_feature_path(model, X["rna"], X["atac"], split, seed=seed, members=members)
+        info = add_feature_path(
+            model, X["rna"], X["atac"], split, seed=seed, members=members, gene_activity=gene_activity
+        )
         seconds = time.perf_counter() - t0
         emb = scclip.embed(model, query)
         r_raw, a_raw = emb["rna"].obsm["X_scclip_raw"], emb["atac"].obsm["X_scclip_raw"]
@@ -349,6 +353,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--feature-path-members", type=int, nargs="+", default=[1],
                    help="MLP members of the feature path; one row per value (default 1, the session-5 row)")  # fmt: skip
+    p.add_argument(
+        "--gene-activity",
+        action="store_true",
+        help="the feature path with its gene-activity bridge (the product default since session 7); without "
+        "this flag the rows are the plain feature path of sessions 5-6",
+    )
     p.add_argument("--json", type=Path, default=None, help="results file (resumed when it exists)")
     p.add_argument("--table", type=Path, nargs="+", default=None, help="only print the tables of these files")
     args = p.parse_args(argv)
@@ -393,8 +403,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.feature_path:
             for members in args.feature_path_members:
                 run_feature_path(
-                    mdata, fold, args.seeds, args.recipe, store, runs, labels, log, members=members
-                )
+                    mdata, fold, args.seeds, args.recipe, store, runs, labels, log, members=members,
+                    gene_activity=args.gene_activity,
+                )  # fmt: skip
     print_tables(store.data)
 
 

@@ -103,3 +103,61 @@ def test_members_average_by_cosine_and_one_member_files_still_load(fused):
     old = FeaturePath.from_tensors(tensors, {k: v for k, v in path.config.items() if k != "members"})
     assert old.dim == 64 and len(old.mlps) == 1
     np.testing.assert_allclose(old.encode("rna", X), units[0], atol=1e-5)
+
+
+def test_gene_activity_weights_use_the_gene_body_and_2kb_either_side():
+    import pandas as pd
+
+    from scclip.features import gene_activity_weights
+
+    genes = pd.DataFrame({"chrom": ["chr1", "chr1", "chr2", ""], "start": [10_000, 50_000, 5_000, 0],
+                          "end": [20_000, 51_000, 6_000, 0]})  # fmt: skip
+    bins = pd.DataFrame({"chrom": ["chr1", "chr1", "chr1", "chr1", "chr2", "chr3"],
+                         "start": [7_000, 21_500, 30_000, 8_500, 0, 0], "end": [8_001, 22_000, 49_000, 9_000, 9_000, 5]})  # fmt: skip
+    W = gene_activity_weights(genes, bins).toarray()
+    assert W.shape == (6, 4) and W.dtype == np.float32
+    # gene 0 region 8,000-22,000: bins 1 (21,500) and 3 (8,500) overlap; bin 0 ends at 8,001 > 8,000: overlaps too
+    np.testing.assert_array_equal(W[:, 0], [1, 1, 0, 1, 0, 0])
+    np.testing.assert_array_equal(W[:, 1], [0, 0, 1, 0, 0, 0])  # 48,000-53,000 meets the bin ending at 49,000
+    np.testing.assert_array_equal(W[:, 2], [0, 0, 0, 0, 1, 0])
+    assert W[:, 3].sum() == 0  # no coordinates: no activity
+
+
+def test_the_gene_activity_bridge_feeds_the_atac_tower_and_reloads(fused):
+    import scipy.sparse as sp
+
+    from scclip.api import map_modality
+    from scclip.features import gene_activity_weights
+    from scclip.model.fusion import FeaturePath, fit_feature_path, log_cp10k
+
+    model, data, _ = fused
+    path = model.feature_path
+    assert path.config["gene_activity"] is True and model.summary["feature_path"]["gene_activity"] is True
+    counts = sp.csr_matrix(map_modality(data["atac"], model.feature_space["atac"])[0])
+    feats = path.features("atac", counts)
+    k = path.config["n_components"]
+    assert feats.shape == (counts.shape[0], 2 * k)
+    # the second block: log-normalised gene activity on the RNA PCA, divided by its stored scale
+    fs = model.feature_space
+    W = gene_activity_weights(fs["rna"].to_frame(), fs["atac"].to_frame())
+    rna = path.projections["rna"]
+    expect = np.asarray(log_cp10k(counts @ W) @ rna["components"]) - rna["mean"] @ rna["components"]
+    np.testing.assert_allclose(feats[:, k:], expect / path.projections["atac"]["scales"][1], atol=1e-4)
+    assert feats[:, k:].std() == pytest.approx(1.0, rel=0.2)  # unit scale on the training cells
+    # stored as int32 pairs, read back exactly
+    t = path.tensors()
+    assert str(t["atac.activity_rows"].dtype) == "torch.int32"
+    back = FeaturePath.from_tensors(t, path.config)
+    np.testing.assert_array_equal(
+        back.projections["atac"]["activity_cols"], path.projections["atac"]["activity_cols"]
+    )
+    np.testing.assert_allclose(back.encode("atac", counts), path.encode("atac", counts), atol=1e-6)
+    # without the bridge (files of sessions 5-6): k ATAC inputs, no activity arrays
+    X_rna = sp.random(counts.shape[0], rna["components"].shape[0], density=0.2, format="csr", random_state=0)
+    plain, _ = fit_feature_path(
+        X_rna, counts, fit_idx=np.arange(240), val_idx=np.arange(200, 240), members=1
+    )
+    assert (
+        "gene_activity" not in plain.config
+        and plain.features("atac", counts).shape[1] == plain.config["n_components"]
+    )

@@ -261,21 +261,33 @@ def _fit_in_memory(fs, mcfg, tcfg, counts, split, *, atac_method, resume, out_di
 
 
 def add_feature_path(
-    model: ScclipModel, X_rna, atac_counts, split: dict, *, seed: int, members: int | None = None
+    model: ScclipModel,
+    X_rna,
+    atac_counts,
+    split: dict,
+    *,
+    seed: int,
+    members: int | None = None,
+    gene_activity: bool = True,
 ) -> dict:
     """Fit the feature path on the same split (projections on training + validation cells, ``members`` MLPs
     early-stopped on the validation cells, as the baseline recipe) and attach it to ``model``; returns its record.
 
     ``X_rna``: the preprocessed RNA matrix; ``atac_counts``: ATAC counts on the model's features; ``members``:
-    default :data:`scclip.model.fusion.DEFAULT_MEMBERS`.
+    default :data:`scclip.model.fusion.DEFAULT_MEMBERS`; ``gene_activity``: add the gene-activity bridge when
+    the model's genes and ATAC features have coordinates (cross-validated: docs/quality.md).
     """
+    from scclip.features import gene_activity_weights
     from scclip.model.fusion import DEFAULT_MEMBERS, fit_feature_path
 
+    fs = model.feature_space
+    activity = gene_activity_weights(fs["rna"].to_frame(), fs["atac"].to_frame()) if gene_activity else None
     train_val = np.union1d(split["train"], split["val"])
     model.feature_path, info = fit_feature_path(
         X_rna, atac_counts, fit_idx=train_val, val_idx=split["val"], seed=seed,
-        members=DEFAULT_MEMBERS if members is None else members,
+        members=DEFAULT_MEMBERS if members is None else members, activity=activity,
     )  # fmt: skip
+    info["gene_activity"] = bool(model.feature_path.config.get("gene_activity", False))
     return info
 
 

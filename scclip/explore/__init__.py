@@ -65,13 +65,7 @@ from scclip.explore.constants import (
 )
 from scclip.explore.demos import Demo, default_choice, list_demos, load_demo, synthetic_cells
 from scclip.explore.downloads import h5mu_bytes, matches_csv, umap_csv
-from scclip.explore.feature_query import (
-    PROMOTER_BP,
-    FeatureSpec,
-    activity_region,
-    nearest_genes,
-    resolve_feature,
-)
+from scclip.explore.feature_query import FeatureSpec, nearest_genes, resolve_feature
 from scclip.explore.feature_values import FeatureColors, FeatureStore
 from scclip.explore.figures import (
     category_colors,
@@ -160,6 +154,10 @@ from scclip.explore.zero_shot import (
     nearest_centroid,
     parse_centroids,
     reference_file,
+)
+from scclip.features import (  # gene activity, as the colour-by-feature view uses it
+    PROMOTER_BP,
+    activity_region,
 )
 
 __all__ = [

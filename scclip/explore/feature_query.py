@@ -15,10 +15,8 @@ import numpy as np
 import pandas as pd
 
 from scclip.errors import ScclipError
+from scclip.features import activity_region
 from scclip.genome import parse_interval
-
-#: Promoter length added upstream of the gene body for gene activity (bp).
-PROMOTER_BP = 2_000
 
 _ACTIVITY_RE = re.compile(
     r"^\s*(?:gene[\s_-]*activity(?:\s+of)?|activity(?:\s+of)?|accessibility(?:\s+of)?|ga)\s*[:\s]\s*(?P<g>\S+)\s*$"
@@ -75,16 +73,6 @@ def _suggest(query: str, names, n: int = 5) -> str:
     lower = {str(x).lower(): str(x) for x in names}
     close = difflib.get_close_matches(query.lower(), list(lower), n=n, cutoff=0.6)
     return f"; did you mean {', '.join(lower[c] for c in close)}?" if close else ""
-
-
-def activity_region(chrom: str, start: int, end: int, strand: str | None = None) -> tuple[str, int, int]:
-    """Gene body + :data:`PROMOTER_BP` upstream: before ``start`` on ``+``, after ``end`` on ``-``, both sides
-    when the strand is unknown (the bundled tables carry no strand)."""
-    if strand == "+":
-        return chrom, max(int(start) - PROMOTER_BP, 0), int(end)
-    if strand == "-":
-        return chrom, int(start), int(end) + PROMOTER_BP
-    return chrom, max(int(start) - PROMOTER_BP, 0), int(end) + PROMOTER_BP
 
 
 def overlapping(

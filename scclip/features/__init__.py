@@ -9,11 +9,13 @@ The modules:
 - ``_space``: :class:`FeatureSpace` (genome + both modalities; saved in a model folder) and
   :func:`make_feature_space`;
 - ``_var_coords``: coordinates, gene ids and symbols read from ``AnnData.var``;
-- ``_align``: :func:`align_features`, zero-shot mapping by gene id / symbol and by interval overlap.
+- ``_align``: :func:`align_features`, zero-shot mapping by gene id / symbol and by interval overlap;
+- ``_activity``: gene activity (ATAC counts over gene body + promoter): :func:`gene_activity_weights`.
 """
 
 from __future__ import annotations
 
+from scclip.features._activity import PROMOTER_BP, activity_region, gene_activity_weights
 from scclip.features._align import LOW_COVERAGE, OVERLAP_RULES, Alignment, align_features
 from scclip.features._builders import bin_features, features_from_anndata, gene_features, restrict_to_observed
 from scclip.features._modality import KINDS, ModalityFeatures, patch_layout
@@ -30,12 +32,15 @@ __all__ = [
     "KINDS",
     "LOW_COVERAGE",
     "OVERLAP_RULES",
+    "PROMOTER_BP",
     "Alignment",
     "FeatureSpace",
     "ModalityFeatures",
+    "activity_region",
     "align_features",
     "bin_features",
     "features_from_anndata",
+    "gene_activity_weights",
     "gene_coordinates",
     "gene_features",
     "make_feature_space",
