@@ -49,7 +49,9 @@ def cell_type_centroids(model, mdata, *, label_key: str) -> dict:
 
 
 CV_ROWS = {
-    "scCLIP default + feature path (3 members)": "this recipe (scCLIP + feature path of 3 MLPs)",
+    "scCLIP default + feature path (3 members, gene activity)": "this recipe (scCLIP + feature path of 3 MLPs "
+    "with the gene-activity bridge)",
+    "scCLIP default + feature path (3 members)": "scCLIP + feature path of 3 MLPs, no bridge (session 6)",
     "scCLIP default + feature path": "scCLIP + feature path of 1 MLP (session 5)",
     "scCLIP default": "scCLIP without the feature path",
     "contrastive MLP": "contrastive MLP on PCA / LSI (baseline)",
@@ -82,7 +84,8 @@ def cv_section(estimate: dict) -> str:
         "## Expected quality on new libraries (cross-validation estimate)",
         "Leave-two-libraries-out cross-validation over the ten SNARE-seq libraries (5 folds, 3 seeds each; each",
         "fold trained on 8 libraries, scored once on the 2 it never saw): mean ± sd over folds, gap-closed",
-        "`X_scclip`. Command: `python benchmarks/cv.py --recipe default --feature-path --json out/cv/default.json`",
+        "`X_scclip`. Command: `python benchmarks/cv.py --recipe default --feature-path --feature-path-members 3",
+        "--gene-activity --json out/cv/default.json`",
         "(docs/quality.md). These are estimates for *new* libraries of this kind of data: the figures of the",
         "released model on its own training libraries would be optimistic and are not reported.",
         "",
