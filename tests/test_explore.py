@@ -560,3 +560,21 @@ def test_a_large_group_is_summarised_by_a_seeded_sample_of_its_cells(joint):
     assert partners.size == 100
     full = explore.group_partners(joint, sample, k=2, max_cells=None)
     np.testing.assert_array_equal(np.sort(partners), np.sort(full))
+
+
+def test_umap_above_max_fit_places_the_other_points_beside_their_neighbours():
+    from scclip.explore.cache import compute_umap
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 4
+    labels = np.repeat(np.arange(3), 80)
+    Z = (centres[labels] + rng.normal(size=(240, 16))).astype(np.float32)
+    coords = compute_umap(Z, max_fit=60, seed=0)
+    assert coords.shape == (240, 2) and coords.dtype == np.float32 and np.isfinite(coords).all()
+    fit = np.sort(np.random.default_rng(0).choice(240, 60, replace=False))
+    rest = np.setdiff1d(np.arange(240), fit)
+    # each placed point's nearest fitted point on the layout is of its own cluster
+    d = ((coords[rest, None, :] - coords[None, fit, :]) ** 2).sum(-1)
+    assert (labels[fit][d.argmin(1)] == labels[rest]).mean() > 0.95
+    # the same call again gives the same layout (seeded sample and fit, exact neighbours)
+    np.testing.assert_allclose(compute_umap(Z, max_fit=60, seed=0), coords, atol=1e-4)

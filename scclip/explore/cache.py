@@ -204,16 +204,44 @@ def jsonable(x):
     return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
-def compute_umap(
-    Z: np.ndarray, *, n_neighbors: int = 15, min_dist: float = 0.3, seed: int | None = 0
-) -> np.ndarray:
-    """2-D UMAP (umap-learn, cosine metric) of an embedding; float32 (n, 2)."""
-    import warnings
+#: Points above which :func:`compute_umap` fits UMAP on a seeded sample of this many and places the rest.
+UMAP_MAX_FIT = 50_000
+#: Nearest fitted points (cosine, in the embedding) whose mean position places each of the other points.
+UMAP_PLACE_K = 10
 
+
+def compute_umap(
+    Z: np.ndarray,
+    *,
+    n_neighbors: int = 15,
+    min_dist: float = 0.3,
+    seed: int | None = 0,
+    max_fit: int = UMAP_MAX_FIT,
+) -> np.ndarray:
+    """2-D UMAP (umap-learn, cosine metric) of an embedding; float32 (n, 2).
+
+    Above ``max_fit`` points the layout is fitted on a seeded random ``max_fit`` of them and every other point
+    is placed at the mean position of its :data:`UMAP_PLACE_K` most cosine-similar fitted points (blocked
+    matrix products, linear in the points). A UMAP fit of 754,000 points would take hours on 2 cores and
+    ``umap.transform`` places ~140 points/s there (docs/benchmarks.md, section 11); placing by neighbours is
+    the same idea without the optimisation step.
+    """
     Z = np.asarray(Z, dtype=np.float32)
     n = Z.shape[0]
+    if n > max_fit >= 4:
+        rng = np.random.default_rng(0 if seed is None else seed)
+        fit = np.sort(rng.choice(n, int(max_fit), replace=False))
+        coords = np.empty((n, 2), dtype=np.float32)
+        coords[fit] = compute_umap(
+            Z[fit], n_neighbors=n_neighbors, min_dist=min_dist, seed=seed, max_fit=max_fit
+        )
+        rest = np.setdiff1d(np.arange(n), fit)
+        coords[rest] = place_by_neighbours(Z[rest], Z[fit], coords[fit], k=UMAP_PLACE_K)
+        return coords
     if n < 4:
         return np.zeros((n, 2), dtype=np.float32)
+    import warnings
+
     import umap
 
     with warnings.catch_warnings():
@@ -226,6 +254,14 @@ def compute_umap(
             low_memory=n > 50_000,
         )
         return reducer.fit_transform(Z).astype(np.float32)
+
+
+def place_by_neighbours(query: np.ndarray, ref: np.ndarray, ref_coords: np.ndarray, *, k: int) -> np.ndarray:
+    """``(n, 2)``: each ``query`` row at the mean 2-D position of its ``k`` most cosine-similar ``ref`` rows."""
+    from scclip.match import topk_partners
+
+    idx, _ = topk_partners(query, ref, k=min(int(k), len(ref)))  # (n, k)
+    return ref_coords[idx].mean(axis=1).astype(np.float32)
 
 
 def umap_cached(Z: np.ndarray, *, key: str, notes: list | None = None, **kw) -> tuple[np.ndarray, bool]:
