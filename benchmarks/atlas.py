@@ -110,7 +110,10 @@ def _details(name: str, out: Path, a) -> dict:
     if name == "train" and (out / "run" / "model" / "summary.json").is_file():
         s = json.loads((out / "run" / "model" / "summary.json").read_text())
         ooc = s.get("out_of_core", {})
-        steps = s["train_config"]["max_steps"]
+        steps = (
+            s["train_config"]["max_steps"]
+            or s["n_train_cells"] // s["train_config"]["batch_size"] * s["epochs_run"]
+        )
         rec = {
             "cache_seconds": ooc.get("cache_seconds"),
             "svd_init_seconds": ooc.get("init_seconds"),
