@@ -234,7 +234,14 @@ def _recolour(page, column: str) -> Meter:
 def _click(page, start: int, drawn: bool = False) -> tuple[Meter, int]:
     """Click a cell on the right-hand UMAP; seconds until the matches panel names it (header and table), and
     with ``drawn`` until both UMAPs draw it (``Meter.highlight``)."""
-    page.locator(".js-plotly-plot").nth(1).scroll_into_view_if_needed()
+    for attempt in range(3):  # a chart being re-created detaches from the DOM: wait and look again
+        try:
+            page.locator(".js-plotly-plot").nth(1).scroll_into_view_if_needed(timeout=30_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+            wait_idle(page, timeout=300_000)
     pt = page.evaluate(PICK_JS, [1, start])
     m = Meter()
     m.start()
@@ -253,7 +260,9 @@ def _click(page, start: int, drawn: bool = False) -> tuple[Meter, int]:
 def _draw_on_umaps(page) -> None:
     """Turn on the matches panel's "Draw on the UMAPs" toggle (a cell must be selected)."""
     wait_idle(page, timeout=300_000)
-    page.get_by_role("checkbox", name="Draw on the UMAPs").first.check(force=True, timeout=60_000)
+    page.locator('[data-testid="stCheckbox"]', has_text="Draw on the UMAPs").first.locator("label").click(
+        timeout=60_000
+    )
     wait_idle(page, timeout=300_000)
 
 
