@@ -85,17 +85,22 @@ def _drive_views(page, url: str, gene: str, prefix: str) -> None:
     assert not page.locator('[data-testid="stException"]').count()
 
 
-def test_colour_by_gene_differential_table_and_genome_view(playwright_api, app_fixture):
+def _views_on_app(playwright_api, env: dict, gene: str, prefix: str) -> None:
+    """Start the app with ``env`` and run :func:`_drive_views` in Chromium at 1600x1000."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    proc, url = start_app(app_fixture[1])
+    proc, url = start_app(env)
     try:
         with playwright_api() as p:
             browser = launch_browser(p)
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            _drive_views(page, url, "Crisp4", "views")
+            _drive_views(page, url, gene, prefix)
             browser.close()
     finally:
         stop_app(proc)
+
+
+def test_colour_by_gene_differential_table_and_genome_view(playwright_api, app_fixture):
+    _views_on_app(playwright_api, app_fixture[1], "Crisp4", "views")
 
 
 @pytest.mark.realdata
@@ -104,7 +109,6 @@ def test_the_three_views_on_the_default_model_and_real_data(playwright_api, snar
     Gad1, a box's markers, the genome view."""
     if not (REPO / "pretrained" / explore.SNARE_DEMO_MODEL).is_dir():
         pytest.skip(f"pretrained/{explore.SNARE_DEMO_MODEL} is absent")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
         "SCCLIP_CACHE_DIR": str(tmp_path / "cache"),
@@ -112,12 +116,4 @@ def test_the_three_views_on_the_default_model_and_real_data(playwright_api, snar
     }
     for k in ("SCCLIP_PRETRAINED_DIR", "SCCLIP_DEFAULT_MODEL", "SCCLIP_DEFAULT_DEMO", "SCCLIP_DEFAULT_DATA"):
         env.pop(k, None)
-    proc, url = start_app(env)
-    try:
-        with playwright_api() as p:
-            browser = launch_browser(p)
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            _drive_views(page, url, "Gad1", "views_real")
-            browser.close()
-    finally:
-        stop_app(proc)
+    _views_on_app(playwright_api, env, "Gad1", "views_real")
