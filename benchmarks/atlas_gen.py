@@ -31,6 +31,7 @@ import scipy.sparse as sp
 DATA = Path(__file__).resolve().parents[1] / "scclip" / "data"
 PEAK_WIDTH = 500
 SHARES = (0.35, 0.05)  # type programme, batch programme; the rest: background
+LOOKUP_BINS = 1 << 22
 
 
 def gene_var(n: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -76,22 +77,32 @@ class Programmes:
         self.batches = np.stack([rng.choice(n_features, size // 4, replace=False) for _ in range(batches)])
         w = rng.lognormal(0.0, 1.5, n_features)
         self.cdf = np.cumsum(w) / w.sum()
+        # inverse-CDF lookup: bin k of LOOKUP_BINS starts the search at searchsorted(cdf, k / LOOKUP_BINS)
+        self.start = np.searchsorted(self.cdf, np.arange(LOOKUP_BINS) / LOOKUP_BINS).astype(np.int32)
+
+    def background(self, u: np.ndarray) -> np.ndarray:
+        """``np.searchsorted(self.cdf, u)`` (exactly), from the lookup bins: ~7x faster for 1M features."""
+        cols = self.start[(u * LOOKUP_BINS).astype(np.int64)].astype(np.int64)
+        todo = np.flatnonzero(self.cdf[np.minimum(cols, self.n - 1)] < u)
+        while todo.size:  # walk the few boundaries inside a bin
+            cols[todo] += 1
+            todo = todo[(cols[todo] < self.n) & (self.cdf[np.minimum(cols[todo], self.n - 1)] < u[todo])]
+        return cols
 
     def draw(self, cell_type, batch, draws, rng) -> sp.csr_matrix:
         """Counts of cells (``cell_type``, ``batch`` per cell) with ``draws`` feature draws each."""
         rows = np.repeat(np.arange(len(draws)), draws)
         u = rng.random(rows.size)
-        cols = np.searchsorted(self.cdf, rng.random(rows.size)).clip(max=self.n - 1)
+        cols = self.background(rng.random(rows.size)).clip(max=self.n - 1)
         t = u < SHARES[0]
         cols[t] = self.types[cell_type[rows[t]], rng.integers(0, self.types.shape[1], t.sum())]
         b = (u >= SHARES[0]) & (u < SHARES[0] + SHARES[1])
         cols[b] = self.batches[batch[rows[b]], rng.integers(0, self.batches.shape[1], b.sum())]
-        keys, counts = np.unique(rows.astype(np.int64) * self.n + cols, return_counts=True)
-        r, c = np.divmod(keys, self.n)
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=len(draws)))])
-        return sp.csr_matrix(
-            (counts.astype(np.float32), c.astype(np.int32), indptr), shape=(len(draws), self.n)
-        )
+        # rows are sorted: CSR of the draws, then duplicates summed per row (= np.unique of the keys, 2x faster)
+        indptr = np.concatenate([[0], np.cumsum(draws)])
+        X = sp.csr_matrix((np.ones(rows.size, np.float32), cols.astype(np.int32), indptr), shape=(len(draws), self.n))
+        X.sum_duplicates()
+        return X
 
 
 def _skeleton(path: Path, obs: pd.DataFrame, var: dict[str, pd.DataFrame]) -> None:

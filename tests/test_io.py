@@ -36,8 +36,9 @@ def _mudata(mods: dict) -> md.MuData:
         return md.MuData(mods)
 
 
-def _write_10x_h5(path, X, barcodes, ids, names, types, intervals):
-    """A minimal Cell Ranger ARC filtered_feature_bc_matrix.h5 (features x barcodes, CSC)."""
+def write_10x_h5(path, X, barcodes, ids, names, types, intervals, *, genome="GRCh38"):
+    """A minimal Cell Ranger ARC filtered_feature_bc_matrix.h5 (features x barcodes, CSC) of cells x features
+    ``X``; also used by tests/test_browser_views.py."""
     csc = sp.csc_matrix(X.T.astype(np.int32))
     with h5py.File(path, "w") as f:
         g = f.create_group("matrix")
@@ -47,7 +48,7 @@ def _write_10x_h5(path, X, barcodes, ids, names, types, intervals):
         feats = g.create_group("features")
         feats["id"], feats["name"] = np.array(ids, dtype="S"), np.array(names, dtype="S")
         feats["feature_type"] = np.array(types, dtype="S")
-        feats["genome"] = np.array(["GRCh38"] * len(ids), dtype="S")
+        feats["genome"] = np.array([genome] * len(ids), dtype="S")
         feats["interval"] = np.array(intervals, dtype="S")
         feats["_all_tag_keys"] = np.array(["genome", "interval"], dtype="S")
 
@@ -127,7 +128,7 @@ def test_10x_h5_is_split_by_feature_type(tmp_path):
     names = ["GENE1", "GENE2", *ids[2:]]
     types = ["Gene Expression"] * 2 + ["Peaks"] * 2
     intervals = ["chr1:1-50", "chr3:5-9", *ids[2:]]
-    _write_10x_h5(tmp_path / "f.h5", X, ["b1-1", "b2-1", "b3-1"], ids, names, types, intervals)
+    write_10x_h5(tmp_path / "f.h5", X, ["b1-1", "b2-1", "b3-1"], ids, names, types, intervals)
     mdata = io.read(tmp_path / "f.h5")
     rna, atac = mdata["rna"], mdata["atac"]
     assert sp.isspmatrix_csr(rna.X) and rna.X.dtype == np.float32
@@ -139,7 +140,7 @@ def test_10x_h5_is_split_by_feature_type(tmp_path):
     assert rna.uns["genome"] == "GRCh38" and mdata.uns["genome"] == "GRCh38"
     assert io.pairing_report(mdata)["n_shared"] == 3
     assert list(io.read(tmp_path / "f.h5", modality="atac").mod) == ["atac"]
-    _write_10x_h5(
+    write_10x_h5(
         tmp_path / "p.h5", X[:, 2:], ["b1-1", "b2-1", "b3-1"], ids[2:], names[2:], types[2:], ids[2:]
     )
     with pytest.raises(ScclipError, match="has no rna data"):

@@ -224,7 +224,8 @@ def _differential_result(joint, store, df: pd.DataFrame, label: str, table_key: 
                "fraction B": "{:.0%}", "mean A": "{:.2f}", "mean B": "{:.2f}"}  # fmt: skip
         pick = functools.partial(_pick_feature, table_key, df["feature"].astype(str).tolist())
         st.dataframe(df.style.format(fmt), key=table_key, on_select=pick, selection_mode="single-row",
-                     hide_index=True, height=420)  # fmt: skip
+                     hide_index=True, height=420,  # long gene symbols and peaks are not cut off
+                     column_config={"feature": st.column_config.TextColumn(width="medium")})  # fmt: skip
         st.download_button("Download the table (CSV)", lambda: explore.differential_csv(df), mime="text/csv",
                             file_name=f"scclip_differential_{modality}.csv", icon=":material/download:",
                             on_click="ignore", key="diff_csv")  # fmt: skip

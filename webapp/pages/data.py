@@ -21,7 +21,10 @@ common.page_header(
 model = common.current_model()
 data = common.current_data(model)
 
-tab_demo, tab_upload, tab_path = st.tabs(["Demo datasets", "Upload files", "Server path"])
+# state-tracked tabs: the rerun that follows an upload keeps "Upload files" open (untracked tabs reset to the first)
+tab_demo, tab_upload, tab_path = st.tabs(
+    ["Demo datasets", "Upload files", "Server path"], key="data_source_tab", on_change="rerun"
+)
 with tab_demo:
     demos = explore.list_demos()
     usable = [d for d in demos if d.available]
