@@ -5,7 +5,9 @@
         [--embed-cells 2048] [--embed-batch-size 256] [--threads 2] [--ours paper,paper+skip,default,default+skip]
 
 It fetches nothing. ``--original`` is a local checkout of the authors' repository and ``--python`` the
-interpreter of a venv holding its ``requirements.txt`` (torch, lightning<2.0, transformers, muon, ...); the
+interpreter of a venv holding its ``requirements.txt`` (torch, lightning<2.0, transformers, muon, ...; with
+torch 2.13 and Python 3.11 these pins import: ``pip install torch "pytorch-lightning<2.0" "lightning<2.0"
+"lightning-cloud==0.5.38" "setuptools<70" "transformers<4.46" scanpy muon einops colorcet leidenalg``); the
 original runs there with ``PYTHONPATH=--original`` from inside the checkout, so its ``scclip`` package never
 meets this one. Every measurement is its own process, one after the other (never two at once), each with
 ``--threads`` intra-op threads:
