@@ -287,7 +287,26 @@ COUNT_JS = """
   return n;
 }
 """
-LAST_BOX: dict = {}  # the last box's expected and shown group sizes (drawn cells in it; the group header)
+#: JS: drawn cells inside the data range of the plot's last box selection as plotly recorded it (null: none).
+SELECTION_COUNT_JS = """
+(idx) => {
+  const gd = document.querySelectorAll('.js-plotly-plot')[idx];
+  const sel = window.__scclipBox;
+  if (!sel) return null;
+  const [xa, xb] = [Math.min(...sel.x), Math.max(...sel.x)], [ya, yb] = [Math.min(...sel.y), Math.max(...sel.y)];
+  const tr = gd._fullData[0];
+  let n = 0;
+  for (let i = 0; i < tr.x.length; i++) if (tr.x[i] >= xa && tr.x[i] <= xb && tr.y[i] >= ya && tr.y[i] <= yb) n++;
+  return {n: n, box: [xa, xb, ya, yb], points: window.__scclipPoints};
+}
+"""
+#: JS: remember the range and point count of the plot's next plotly_selected event.
+LISTEN_JS = """
+(idx) => { const gd = document.querySelectorAll('.js-plotly-plot')[idx]; window.__scclipBox = null;
+  gd.on('plotly_selected', (e) => { if (e && e.range) { window.__scclipBox = e.range;
+    window.__scclipPoints = e.points.length; } }); }
+"""
+LAST_BOX: dict = {}  # the last box: drawn cells in its pixel box, in the range plotly selected, the group header
 
 
 def _box(page, i: int) -> Meter:
@@ -311,6 +330,7 @@ def _box(page, i: int) -> Meter:
     plot = page.locator(".js-plotly-plot").nth(1)
     plot.hover(position={"x": 60, "y": 60})
     plot.locator('[data-title="Box Select"]').click()
+    page.evaluate(LISTEN_JS, 1)
     page.mouse.move(x0, y0)
     page.mouse.down()
     page.mouse.move(x1, y1, steps=6)
@@ -327,7 +347,9 @@ def _box(page, i: int) -> Meter:
     m.stop()
     wait_idle(page, timeout=300_000)
     shown = page.locator("h4", has_text="Selected group").first.inner_text()
-    LAST_BOX.update(expected=expected, shown=int(shown.split(":")[1].split()[0].replace(",", "")))
+    recorded = page.evaluate(SELECTION_COUNT_JS, 1)  # the box plotly sent
+    LAST_BOX.update(expected=expected, shown=int(shown.split(":")[1].split()[0].replace(",", "")),
+                    recorded=recorded)  # fmt: skip
     return m
 
 
