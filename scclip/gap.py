@@ -14,7 +14,9 @@ see ``docs/modality_gap.md``): the modalities differ in more than their means.
 Both sides are then sums of one RNA-space and one ATAC-space vector, so the modality-specific offsets appear
 on both sides and cancel in the joint neighbourhoods. It needs no pairing (neighbours come from the model's
 cross-modal similarity), keeps cross-modal matching intact (FOSCTTM unchanged or better), and scales like
-:func:`scclip.match.topk_partners` (chunked, O(n * chunk) memory).
+:func:`scclip.match.topk_partners` (chunked, O(n * chunk) memory). The exact neighbour search is quadratic in the
+cells; from about 160,000 cells per modality (``search="auto"``) it is an inverted file, whose cost grows like
+``n^1.5`` (:func:`scclip.metrics.topk_ivf`; 377,000 cells: docs/benchmarks.md, section 11).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 
 from scclip.errors import ScclipError
 from scclip.match import topk_partners
-from scclip.metrics import as_embedding
+from scclip.metrics import as_embedding, resolve_search
 
 #: Default number of predicted partners averaged into each cell's joint embedding (chosen on validation cells
 #: of the training libraries; results were flat for k in 5..50, see docs/modality_gap.md).
@@ -73,6 +75,7 @@ def close_gap(
     k: int = DEFAULT_K,
     chunk_size: int | None = None,
     device: str = "cpu",
+    search: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Gap-closed joint embeddings by cross-modal completion (see the module docstring).
 
@@ -82,8 +85,9 @@ def close_gap(
         ``(n_rna, d)`` and ``(n_atac, d)`` embeddings in the model's shared space (paired or not).
     k
         Predicted partners averaged into each cell (capped at the other modality's number of cells).
-    chunk_size, device
-        Passed to :func:`scclip.match.topk_partners`.
+    chunk_size, device, search
+        Passed to :func:`scclip.match.topk_partners`; ``search="auto"`` is exact below about 160,000 cells per
+        modality and an approximate inverted file above (recorded in ``info["search"]``).
 
     Returns
     -------
@@ -99,12 +103,15 @@ def close_gap(
         msg = f"k must be a positive integer, got {k!r}"
         raise ScclipError(msg)
     k_r, k_a = min(int(k), len(a)), min(int(k), len(r))
-    idx_r, _ = topk_partners(r, a, k=k_r, chunk_size=chunk_size, device=device)  # (n_rna, k) ATAC neighbours
-    idx_a, _ = topk_partners(a, r, k=k_a, chunk_size=chunk_size, device=device)  # (n_atac, k) RNA neighbours
+    how = resolve_search(search, len(r), len(a), device)
+    opts = {"chunk_size": chunk_size, "device": device, "search": how}
+    idx_r, _ = topk_partners(r, a, k=k_r, **opts)  # (n_rna, k) ATAC neighbours
+    idx_a, _ = topk_partners(a, r, k=k_a, **opts)  # (n_atac, k) RNA neighbours
     joint_r, joint_a = _complete(_unit(r), _unit(a), idx_r), _complete(_unit(a), _unit(r), idx_a)
     info = {
         "method": "cross-modal completion",
         "k": int(k),
+        "search": how,
         "description": "joint = normalise(own embedding + mean of the k nearest cells of the other modality)",
         "gap_before": modality_gap(r, a),
         "gap_after": modality_gap(joint_r, joint_a),

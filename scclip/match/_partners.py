@@ -12,7 +12,16 @@ import torch
 
 from scclip.errors import ScclipError
 from scclip.match._sinkhorn import sinkhorn_bias
-from scclip.metrics import as_embedding, knn_vote, pair_embeddings, paired_pass, prepare_metric, topk_chunked
+from scclip.metrics import (
+    as_embedding,
+    knn_vote,
+    pair_embeddings,
+    paired_pass,
+    prepare_metric,
+    resolve_search,
+    topk_chunked,
+    topk_ivf,
+)
 
 
 def device_of(device: str | torch.device) -> torch.device:
@@ -35,6 +44,7 @@ def topk_partners(
     chunk_size: int | None = None,
     device: str | torch.device = "cpu",
     candidate_bias: np.ndarray | None = None,
+    search: str = "exact",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` most cosine-similar ``ref`` cells for every ``query`` cell.
 
@@ -51,6 +61,11 @@ def topk_partners(
     candidate_bias
         ``(m,)`` scores added to the similarity of each ``ref`` cell before ranking (the Sinkhorn
         normalisation of :func:`sinkhorn_bias`); the similarities returned stay the cosine.
+    search
+        ``"exact"`` (every pair scored), ``"ivf"`` (approximate: an inverted file, :func:`scclip.metrics.topk_ivf`,
+        for hundreds of thousands of cells) or ``"auto"`` (``"ivf"`` on CPU from
+        :data:`scclip.metrics.AUTO_IVF_PAIRS` query x reference pairs, else exact). With ``candidate_bias`` the
+        search is exact.
 
     Returns
     -------
@@ -63,6 +78,9 @@ def topk_partners(
     kk = min(int(k), r.shape[0])
     dev = device_of(device)
     q, r = prepare_metric(q, "cosine"), prepare_metric(r, "cosine")
+    if candidate_bias is None and resolve_search(search, q.shape[0], r.shape[0], dev) == "ivf":
+        idx, sim, _ = topk_ivf(q, r, kk, device=dev)
+        return idx.numpy(), sim.numpy()
     if candidate_bias is None:
         idx, sim = topk_chunked(q, r, kk, chunk_size=chunk_size, device=dev)
         return idx.numpy(), sim.numpy()

@@ -4,12 +4,14 @@ Every function takes embeddings as ``(n, d)`` float arrays (numpy or torch); sim
 or negative Euclidean distance. The modules:
 
 - ``_similarity``: the scoring kernels (inputs, chunked top-k, one paired scoring pass);
+- ``_ivf``: the approximate top-k of an inverted file, the scalable path for hundreds of thousands of cells;
 - ``_paired``: FOSCTTM, top-k accuracy, match probability (row ``i`` of both modalities is the same cell);
 - ``_labels``: cell-type ASW, modality mixing, batch entropy, kNN label transfer.
 """
 
 from __future__ import annotations
 
+from scclip.metrics._ivf import AUTO_IVF_PAIRS, SEARCHES, resolve_search, topk_ivf
 from scclip.metrics._labels import (
     batch_entropy_mixing_score,
     celltype_asw,
@@ -29,6 +31,8 @@ from scclip.metrics._similarity import (
 )
 
 __all__ = [
+    "AUTO_IVF_PAIRS",
+    "SEARCHES",
     "as_embedding",
     "auto_chunk",
     "batch_entropy_mixing_score",
@@ -43,6 +47,8 @@ __all__ = [
     "paired_metrics",
     "paired_pass",
     "prepare_metric",
+    "resolve_search",
     "topk_accuracy",
     "topk_chunked",
+    "topk_ivf",
 ]

@@ -4,11 +4,13 @@ modality, a shared projection, the CLIP loss, the structure term, and batched in
 The modules: ``config`` (:class:`ModelConfig`, presets), ``patch`` (sparse batches, patch embeddings),
 ``encoder`` (pre-LN Transformer), ``clip`` (:class:`ScCLIP`, :class:`ClipLoss`), ``structure`` (within-modality
 structure term), ``init`` (SVD initialisation), ``encode`` (device, precision switch and CPU bf16 check,
-:func:`encode_csr`), ``jagged`` (token layout for empty-patch skipping).
+:func:`encode_csr`), ``jagged`` (token layout for empty-patch skipping), ``allocator`` (glibc's large blocks
+reused while training or embedding on CPU).
 """
 
 from __future__ import annotations
 
+from scclip.model.allocator import reuse_freed_memory
 from scclip.model.clip import ClipLoss, ScCLIP
 from scclip.model.config import PRESETS, ModelConfig, get_preset
 from scclip.model.encode import (
@@ -32,4 +34,5 @@ __all__ = [
     "encode_csr",
     "get_preset",
     "resolve_device",
+    "reuse_freed_memory",
 ]

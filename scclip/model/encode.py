@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from scclip.errors import ScclipError
+from scclip.model.allocator import reuse_freed_memory
 from scclip.model.clip import ScCLIP
 from scclip.model.patch import SparseBatch
 
@@ -84,9 +85,10 @@ def encode_csr(
     was_training = model.training
     model.eval()
     out = np.empty((X.shape[0], model.cfg.proj_dim), dtype=np.float32)
-    for lo in range(0, X.shape[0], batch_size):
-        batch = SparseBatch.from_csr(X[lo : lo + batch_size], device=device)
-        with autocast(device, bf16=bf16):
-            out[lo : lo + batch_size] = model.encode(modality, batch).float().cpu().numpy()
+    with reuse_freed_memory(device):  # CPU: keep freed blocks mapped between batches (glibc)
+        for lo in range(0, X.shape[0], batch_size):
+            batch = SparseBatch.from_csr(X[lo : lo + batch_size], device=device)
+            with autocast(device, bf16=bf16):
+                out[lo : lo + batch_size] = model.encode(modality, batch).float().cpu().numpy()
     model.train(was_training)
     return out

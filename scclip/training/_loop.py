@@ -26,6 +26,7 @@ import torch
 
 from scclip.errors import ScclipError
 from scclip.model import ClipLoss, ScCLIP
+from scclip.model.allocator import reuse_freed_memory
 from scclip.model.encode import autocast, check_cpu_bf16, encode_csr
 from scclip.model.patch import SparseBatch
 from scclip.model.structure import resolve_structure_weight, structure_term
@@ -335,14 +336,17 @@ def fit(
     t0 = time.perf_counter() - state["elapsed"]
     meta_common = {"train_config": cfg.to_dict(), "model_config": model.cfg.to_dict(), **(extra_meta or {})}
     val_idx = np.asarray(val_idx)
-    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience and not _steps_done(cfg, state):
-        losses = _train_epoch(run, X_rna, X_atac, train_idx, state["epoch"])
-        record, improved = _end_epoch(run, X_rna, X_atac, val_idx, losses, t0)
-        _save_checkpoints(run, improved, {"state": state, **meta_common})
-        if run.progress:
-            run.progress(
-                {"event": "epoch", **record, "best_epoch": state["best_epoch"], "epochs": cfg.epochs}
-            )
+    with reuse_freed_memory(run.device):  # CPU: no page fault per large activation per step (glibc)
+        while (
+            state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience and not _steps_done(cfg, state)
+        ):
+            losses = _train_epoch(run, X_rna, X_atac, train_idx, state["epoch"])
+            record, improved = _end_epoch(run, X_rna, X_atac, val_idx, losses, t0)
+            _save_checkpoints(run, improved, {"state": state, **meta_common})
+            if run.progress:
+                run.progress(
+                    {"event": "epoch", **record, "best_epoch": state["best_epoch"], "epochs": cfg.epochs}
+                )
     barrier()  # rank 0's checkpoints are on disk before anyone reads them
     load_checkpoint(run.ckpt_dir / "best", model=model)
     model.eval()
