@@ -50,7 +50,14 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
     import scclip
     from scclip.api import build_feature_space, prepare_modality
     from scclip.io import read
-    from scclip.model import ClipLoss, describe_cpu, encode_csr, get_preset, resolve_device
+    from scclip.model import (
+        ClipLoss,
+        describe_cpu,
+        encode_csr,
+        get_preset,
+        resolve_device,
+        reuse_freed_memory,
+    )
     from scclip.model.patch import SparseBatch
     from scclip.model.structure import resolve_structure_weight
     from scclip.pretrained import ScclipModel
@@ -83,6 +90,8 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
     rng = np.random.default_rng(0)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     t_load, t_step, c_step = [], [], []
+    reuse = reuse_freed_memory(dev)  # as fit does around its epochs (glibc on CPU)
+    reuse.__enter__()
     for step in range(a.steps + a.warmup):
         rows = np.sort(rng.choice(Xr.shape[0], a.batch_size, replace=False))
         t0, c0 = time.perf_counter(), time.process_time()
@@ -99,6 +108,7 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
             t_step.append(time.perf_counter() - t0)
             c_step.append(time.process_time() - c0)
         print(f"step {step}: {time.perf_counter() - t0:.2f} s, loss {loss.item():.3f}", file=sys.stderr)
+    reuse.__exit__(None, None, None)
     train_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # peak after training (GB)
     n_embed = a.embed_cells
     idx = np.arange(n_embed) % Xr.shape[0]  # the data repeated up to n_embed cells
