@@ -90,7 +90,7 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
     rng = np.random.default_rng(0)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     t_load, t_step, c_step = [], [], []
-    reuse = reuse_freed_memory(dev)  # as fit does around its epochs (glibc on CPU)
+    reuse = reuse_freed_memory(dev)  # as fit does (opt-in: SCCLIP_REUSE_FREED_MEMORY=1)
     reuse.__enter__()
     for step in range(a.steps + a.warmup):
         rows = np.sort(rng.choice(Xr.shape[0], a.batch_size, replace=False))

@@ -1,5 +1,5 @@
-"""Reusing freed memory on CPU (glibc): a large block freed inside ``reuse_freed_memory`` comes back without page
-faults; outside it (and again after leaving) every reuse faults page by page; the switch and GPUs turn it off."""
+"""Reusing freed memory on CPU (glibc, opt-in): a large block freed inside ``reuse_freed_memory`` comes back without
+page faults; outside it (and again after leaving) every reuse faults page by page; off by default and on GPUs."""
 
 from __future__ import annotations
 
@@ -23,7 +23,12 @@ def faults_of_reuse() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
-def test_freed_blocks_are_reused_inside_and_returned_after():
+@pytest.fixture
+def opted_in(monkeypatch):
+    monkeypatch.setenv(ENV_SWITCH, "1")
+
+
+def test_freed_blocks_are_reused_inside_and_returned_after(opted_in):
     pages = BLOCK * 4 // resource.getpagesize()
     assert faults_of_reuse() > pages // 2  # glibc default: a fresh mmap, every page faults again
     with reuse_freed_memory("cpu") as on:
@@ -32,7 +37,7 @@ def test_freed_blocks_are_reused_inside_and_returned_after():
     assert faults_of_reuse() > pages // 2  # defaults restored
 
 
-def test_nested_use_keeps_reuse_until_the_outermost_leaves():
+def test_nested_use_keeps_reuse_until_the_outermost_leaves(opted_in):
     pages = BLOCK * 4 // resource.getpagesize()
     with reuse_freed_memory("cpu"):
         with reuse_freed_memory("cpu"):
@@ -40,9 +45,12 @@ def test_nested_use_keeps_reuse_until_the_outermost_leaves():
         assert faults_of_reuse() < pages // 20
 
 
-def test_switch_and_gpu_devices_turn_it_off(monkeypatch):
-    with reuse_freed_memory("cuda") as on:
-        assert on is False
-    monkeypatch.setenv(ENV_SWITCH, "0")
+def test_off_by_default_and_on_gpu_devices(monkeypatch):
+    monkeypatch.delenv(ENV_SWITCH, raising=False)
+    pages = BLOCK * 4 // resource.getpagesize()
     with reuse_freed_memory("cpu") as on:
+        assert on is False
+        assert faults_of_reuse() > pages // 2
+    monkeypatch.setenv(ENV_SWITCH, "1")
+    with reuse_freed_memory("cuda") as on:
         assert on is False

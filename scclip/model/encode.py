@@ -85,7 +85,7 @@ def encode_csr(
     was_training = model.training
     model.eval()
     out = np.empty((X.shape[0], model.cfg.proj_dim), dtype=np.float32)
-    with reuse_freed_memory(device):  # CPU: keep freed blocks mapped between batches (glibc)
+    with reuse_freed_memory(device):  # opt-in (SCCLIP_REUSE_FREED_MEMORY=1)
         for lo in range(0, X.shape[0], batch_size):
             batch = SparseBatch.from_csr(X[lo : lo + batch_size], device=device)
             with autocast(device, bf16=bf16):

@@ -336,7 +336,7 @@ def fit(
     t0 = time.perf_counter() - state["elapsed"]
     meta_common = {"train_config": cfg.to_dict(), "model_config": model.cfg.to_dict(), **(extra_meta or {})}
     val_idx = np.asarray(val_idx)
-    with reuse_freed_memory(run.device):  # CPU: no page fault per large activation per step (glibc)
+    with reuse_freed_memory(run.device):  # opt-in (SCCLIP_REUSE_FREED_MEMORY=1): glibc reuses freed blocks
         while (
             state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience and not _steps_done(cfg, state)
         ):
