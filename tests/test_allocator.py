@@ -1,56 +1,68 @@
-"""Reusing freed memory on CPU (glibc, opt-in): a large block freed inside ``reuse_freed_memory`` comes back without
-page faults; outside it (and again after leaving) every reuse faults page by page; off by default and on GPUs."""
+"""Reusing freed memory on CPU (glibc, opt-in): what ``reuse_freed_memory`` asks of malloc, in which order, and when
+it does nothing. A fake libc records the calls: page-fault counts themselves depend on the kernel (transparent
+huge pages) and on the heap's history, so the speed effect is measured by a benchmark (docs/benchmarks.md
+section 12), not asserted here."""
 
 from __future__ import annotations
 
-import resource
-
 import pytest
-import torch
 
-from scclip.model import reuse_freed_memory
-from scclip.model.allocator import ENV_SWITCH, glibc
-
-pytestmark = pytest.mark.skipif(glibc() is None, reason="needs Linux with glibc (mallopt)")
-BLOCK = 64 * 2**20 // 4  # float32 elements of a 64 MB block: above glibc's largest mmap threshold (32 MB)
+from scclip.model import allocator, reuse_freed_memory
 
 
-def faults_of_reuse() -> int:
-    """Minor page faults of allocating, filling and freeing a 64 MB tensor a second time."""
-    torch.empty(BLOCK).fill_(1.0)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    torch.empty(BLOCK).fill_(1.0)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+class FakeLibc:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append(("mallopt", param, value))
+        return 1
+
+    def malloc_trim(self, pad: int) -> int:
+        self.calls.append(("malloc_trim", pad))
+        return 1
 
 
 @pytest.fixture
-def opted_in(monkeypatch):
-    monkeypatch.setenv(ENV_SWITCH, "1")
+def libc(monkeypatch):
+    fake = FakeLibc()
+    monkeypatch.setattr(allocator, "glibc", lambda: fake)
+    monkeypatch.setenv(allocator.ENV_SWITCH, "1")
+    return fake
 
 
-def test_freed_blocks_are_reused_inside_and_returned_after(opted_in):
-    pages = BLOCK * 4 // resource.getpagesize()
-    assert faults_of_reuse() > pages // 2  # glibc default: a fresh mmap, every page faults again
+def test_opted_in_it_disables_mmap_then_restores_glibc_and_trims(libc):
     with reuse_freed_memory("cpu") as on:
         assert on is True
-        assert faults_of_reuse() < pages // 20
-    assert faults_of_reuse() > pages // 2  # defaults restored
+        assert libc.calls == [
+            ("mallopt", allocator.M_MMAP_MAX, 0),
+            ("mallopt", allocator.M_TRIM_THRESHOLD, 2**31 - 1),
+        ]
+    assert libc.calls[2:] == [
+        ("mallopt", allocator.M_MMAP_MAX, allocator.GLIBC_MMAP_MAX),
+        ("mallopt", allocator.M_TRIM_THRESHOLD, allocator.GLIBC_TRIM_THRESHOLD),
+        ("malloc_trim", 0),
+    ]
 
 
-def test_nested_use_keeps_reuse_until_the_outermost_leaves(opted_in):
-    pages = BLOCK * 4 // resource.getpagesize()
+def test_nested_use_restores_only_when_the_outermost_leaves(libc):
     with reuse_freed_memory("cpu"):
         with reuse_freed_memory("cpu"):
             pass
-        assert faults_of_reuse() < pages // 20
+        assert len(libc.calls) == 2  # the inner exit changed nothing
+    assert libc.calls[-1] == ("malloc_trim", 0) and len(libc.calls) == 5
 
 
-def test_off_by_default_and_on_gpu_devices(monkeypatch):
-    monkeypatch.delenv(ENV_SWITCH, raising=False)
-    pages = BLOCK * 4 // resource.getpagesize()
-    with reuse_freed_memory("cpu") as on:
-        assert on is False
-        assert faults_of_reuse() > pages // 2
-    monkeypatch.setenv(ENV_SWITCH, "1")
+def test_restored_even_when_the_block_raises(libc):
+    with pytest.raises(RuntimeError), reuse_freed_memory("cpu"):
+        raise RuntimeError("boom")
+    assert libc.calls[-1] == ("malloc_trim", 0)
+
+
+def test_off_by_default_and_on_gpu_devices(libc, monkeypatch):
     with reuse_freed_memory("cuda") as on:
         assert on is False
+    monkeypatch.delenv(allocator.ENV_SWITCH)
+    with reuse_freed_memory("cpu") as on:
+        assert on is False
+    assert libc.calls == []
