@@ -95,6 +95,9 @@ def test_auto_is_exact_below_the_threshold_and_on_a_gpu():
     assert resolve_search("ivf", 10, 10) == "ivf"
     with pytest.raises(ScclipError, match="search must be one of"):
         resolve_search("approximate", 10, 10)
+    q, r, _ = two_modalities(40)
+    with pytest.raises(ScclipError, match="search must be one of"):
+        topk_partners(q, r, k=3, search="fast", candidate_bias=np.zeros(40))
 
 
 def test_topk_partners_and_close_gap_take_the_inverted_file():

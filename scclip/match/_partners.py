@@ -78,7 +78,8 @@ def topk_partners(
     kk = min(int(k), r.shape[0])
     dev = device_of(device)
     q, r = prepare_metric(q, "cosine"), prepare_metric(r, "cosine")
-    if candidate_bias is None and resolve_search(search, q.shape[0], r.shape[0], dev) == "ivf":
+    how = resolve_search(search, q.shape[0], r.shape[0], dev)  # a bad option is refused even with a bias
+    if candidate_bias is None and how == "ivf":
         idx, sim, _ = topk_ivf(q, r, kk, device=dev)
         return idx.numpy(), sim.numpy()
     if candidate_bias is None:
