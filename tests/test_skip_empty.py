@@ -161,8 +161,8 @@ def test_only_non_empty_tokens_enter_and_attention_pads_to_the_largest_count(cas
     per_cell = [len(set(patch[coo.col[(coo.row == r) & (coo.data != 0)]])) for r in range(n_cells)]
     x, _, layout = _first_block_input(_encoder("per_patch", 2, n_features, n_patches, True, False), X)
     assert x.shape[0] == n_cells + sum(per_cell)  # flat tokens: one [CLS] per cell + the non-empty patches
-    assert layout.length == 1 + max(per_cell)  # the packed (padded) attention length
-    assert layout.mask.sum().item() == x.shape[0]
+    assert layout.length == 1 + max(per_cell)  # the largest packed (padded) attention length
+    assert sum(g.mask.sum().item() for g in layout.groups) == x.shape[0]  # every real token, once
     x_dense, _, none = _first_block_input(_encoder("per_patch", 2, n_features, n_patches, False, False), X)
     assert x_dense.shape[:2] == (n_cells, 1 + n_patches) and none is None
 
@@ -171,12 +171,44 @@ def test_jagged_layout_keeps_order_and_masks_padding():
     keep = torch.tensor([[True, False, True, False, True], [True, False, False, False, False]])
     lay = Jagged.from_keep(keep)
     flat = torch.arange(2 * 5, dtype=torch.float32).view(10, 1)[keep.flatten()]  # tokens 0, 2, 4 | 5
-    padded = lay.pad(flat)
+    (padded,) = lay.pad(flat)  # two cells: one attention group
     assert (lay.length, lay.n_cells) == (3, 2)
-    assert padded[:, :, 0].tolist() == [[0.0, 2.0, 4.0], [5.0, 0.0, 0.0]]  # original order, zero padding
-    assert lay.mask[:, 0, 0].tolist() == [[True, True, True], [True, False, False]]
+    assert lay.order.tolist() == [1, 0]  # group order: by token count
+    assert padded[:, :, 0].tolist() == [[5.0, 0.0, 0.0], [0.0, 2.0, 4.0]]  # original token order, zero padding
+    assert lay.groups[0].mask[:, 0, 0].tolist() == [[True, False, False], [True, True, True]]
     assert lay.cls.tolist() == [0, 3]
+    assert torch.equal(lay.unpad([padded]), flat)
+
+
+def test_attention_groups_pad_cells_of_similar_counts_together():
+    """Cells sorted by token count, cut into groups of equal size, each padded to its own largest count: every
+    real token sits in exactly one slot, the padded work is below one padding to the batch's largest count,
+    and padding, unpadding and the [CLS] rows round-trip in batch order."""
+    g = torch.Generator().manual_seed(0)
+    counts = torch.randint(1, 40, (100,), generator=g)
+    counts[[3, 50]] = torch.tensor([1, 40])  # [CLS] alone, and a cell of every token
+    keep = torch.arange(40)[None, :] < counts[:, None]
+    keep = keep[:, torch.randperm(40, generator=g)]
+    keep[:, 0] = True
+    counts = keep.sum(1)
+    lay = Jagged.from_keep(keep)
+    assert len(lay.groups) == 6  # 100 cells // 16, at most MAX_GROUPS
+    assert [gr.n_cells for gr in lay.groups] == [17, 17, 17, 17, 16, 16]
+    sorted_counts = counts[lay.order]
+    assert torch.all(sorted_counts[1:] >= sorted_counts[:-1])
+    first = 0
+    for gr in lay.groups:
+        assert gr.length == int(sorted_counts[first : first + gr.n_cells].max())
+        assert torch.equal(gr.mask[:, 0, 0].sum(1), sorted_counts[first : first + gr.n_cells])
+        first += gr.n_cells
+    slots = sum(gr.n_cells * gr.length**2 for gr in lay.groups)
+    assert slots < 0.7 * len(counts) * int(counts.max()) ** 2  # attention work, (b K^2) summed
+    flat = torch.randn(int(counts.sum()), 3, generator=g)
+    padded = lay.pad(flat)
     assert torch.equal(lay.unpad(padded), flat)
+    assert sum(p.abs().sum().item() for p in padded) == pytest.approx(flat.abs().sum().item(), rel=1e-5)
+    assert torch.equal(lay.to_batch_order(lay.cls_groups(flat)), flat[lay.cls])
+    assert len(Jagged.from_keep(keep, max_groups=1).groups) == 1
 
 
 def test_setting_is_saved_and_old_configs_load_without_it():
@@ -198,6 +230,7 @@ def test_cli_switch_reaches_the_parser():
 
 
 def test_skipping_is_exact_on_a_larger_batch_in_the_batch_order():
+    """70 cells: four attention groups of similar counts, the outputs back in the batch order."""
     X = _cells(70, 60, 0.06, seed=11, empty=(0, 69))
     enc = _encoder("shared", 2, 60, 6, skip=True, training=True)
     fast, g_fast = _outputs_and_grads(enc, lambda: enc(SparseBatch.from_csr(X)))

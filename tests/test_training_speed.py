@@ -214,3 +214,41 @@ def test_training_refuses_cpu_bf16_before_the_first_step(monkeypatch, tmp_path):
         fit(model, X["rna"], X["atac"], cfg=TrainConfig(precision="bf16", epochs=1, batch_size=8), **kw)
     assert not any(tmp_path.rglob("*.safetensors"))  # nothing trained or written
     fit(model, X["rna"], X["atac"], cfg=TrainConfig(precision="fp32", epochs=1, batch_size=8), **kw)
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward while ``fn`` runs."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("shape", [(37, 16), (3, 11, 16)])  # flat (jagged) tokens and a dense (B, T, d) batch
+def test_feed_forward_recomputes_gelu_with_equal_outputs_and_gradients(shape):
+    from scclip.model.encoder import Block, feed_forward
+
+    torch.manual_seed(0)
+    mlp = Block(ModelConfig(d_model=16, d_ff=48, n_heads=4, dropout=0.0)).mlp
+    x = torch.randn(*shape, requires_grad=True)
+    outs = {}
+    for name, fn in (("plain", lambda: mlp(x)), ("recompute", lambda: feed_forward(mlp, x))):
+        mlp.zero_grad(set_to_none=True)
+        x.grad = None
+        y = fn()
+        y.pow(2).sum().backward()
+        outs[name] = (y.detach(), x.grad.clone(), *(p.grad.clone() for p in mlp.parameters()))
+    for got, want in zip(outs["recompute"], outs["plain"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    n = int(np.prod(shape[:-1]))
+    plain, recompute = _saved_bytes(lambda: mlp(x)), _saved_bytes(lambda: feed_forward(mlp, x))
+    assert plain - recompute == n * 48 * 4  # the (n, d_ff) fp32 GELU output is no longer kept
+    with torch.no_grad():
+        torch.testing.assert_close(feed_forward(mlp, x), mlp(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 autocast keeps the plain path
+        assert _saved_bytes(lambda: feed_forward(mlp, x)) == _saved_bytes(lambda: mlp(x))

@@ -36,20 +36,51 @@ class SelfAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, q.shape[2], d))  # (B,T,d) or (B,1,d)
 
     def _jagged(self, x: torch.Tensor, cls_only: bool, lay: Jagged) -> torch.Tensor:
-        """Projections on the flat tokens (N, d); attention per cell, padded to K and masked."""
-        d, B, K = x.shape[1], lay.n_cells, lay.length  # x: (N, d)
-        h, dh = self.n_heads, d // self.n_heads
-        if cls_only:
+        """Projections on the flat tokens (N, d); attention per group of cells, padded to its K and masked."""
+        d, h = x.shape[1], self.n_heads  # x: (N, d)
+        dh = d // h
+        if cls_only:  # queries of [CLS] only, per group (b, h, 1, dh); keys and values of all tokens
             w, b = self.qkv.weight, self.qkv.bias
-            q = F.linear(x[lay.cls], w[:d], b[:d]).view(B, 1, h, dh).transpose(1, 2)  # (B,h,1,dh)
-            k, v = (
-                lay.pad(F.linear(x, w[d:], b[d:])).view(B, K, 2, h, dh).permute(2, 0, 3, 1, 4)
-            )  # (B,h,K,dh)
+            qs = [F.linear(c, w[:d], b[:d]).view(-1, 1, h, dh).transpose(1, 2) for c in lay.cls_groups(x)]
+            kvs = lay.pad(F.linear(x, w[d:], b[d:]))  # per group (b, K, 2d)
         else:
-            q, k, v = lay.pad(self.qkv(x)).view(B, K, 3, h, dh).permute(2, 0, 3, 1, 4)  # (B,h,K,dh)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=lay.mask).transpose(1, 2)  # (B,Kq,h,dh)
-        y = y[:, 0].reshape(B, d) if cls_only else lay.unpad(y.reshape(B, K, d))  # (B,d) or (N,d)
-        return self.out(y)
+            kvs = lay.pad(self.qkv(x))  # per group (b, K, 3d)
+        ys = []
+        for i, (g, kv) in enumerate(zip(lay.groups, kvs, strict=True)):
+            parts = kv.view(g.n_cells, g.length, -1, h, dh).permute(2, 0, 3, 1, 4)  # (2 or 3, b, h, K, dh)
+            q, k, v = (qs[i], *parts) if cls_only else parts
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=g.mask).transpose(1, 2)  # (b, Kq, h, dh)
+            ys.append(y[:, 0].reshape(g.n_cells, d) if cls_only else y.reshape(g.n_cells, g.length, d))
+        return self.out(lay.to_batch_order(ys) if cls_only else lay.unpad(ys))  # (B, d) or (N, d)
+
+
+class _GeluLinear(torch.autograd.Function):
+    """``linear(gelu(h), weight, bias)`` that saves only ``h``: the (..., d_ff) GELU output, the largest saved
+    activation of a block, is recomputed in the backward (an elementwise op, ~1% of a step) instead of kept."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(h, weight)
+        return F.linear(F.gelu(h), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        h, weight = ctx.saved_tensors
+        grad2 = grad.reshape(-1, grad.shape[-1])  # (n, d)
+        need_h, need_w, need_b = ctx.needs_input_grad
+        grad_h = torch.ops.aten.gelu_backward(grad @ weight, h) if need_h else None  # (..., d_ff)
+        grad_w = grad2.T @ F.gelu(h).reshape(-1, h.shape[-1]) if need_w else None  # GELU recomputed
+        return grad_h, grad_w, grad2.sum(0) if need_b else None
+
+
+def feed_forward(mlp: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``mlp(x)`` of a block's ``Linear, GELU, Linear, Dropout``; in fp32 training the GELU output is not kept
+    for the backward (:class:`_GeluLinear`: equal outputs and gradients, less memory)."""
+    up, _, down, drop = mlp
+    h = up(x)  # (..., d_ff)
+    if torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type) and h.requires_grad:
+        return drop(_GeluLinear.apply(h, down.weight, down.bias))
+    return mlp[1:](h)
 
 
 class Block(nn.Module):
@@ -75,7 +106,7 @@ class Block(nn.Module):
         if cls_only:
             x = x[:, :1] if layout is None else x[layout.cls]  # (B, 1, d) or (B, d)
         x = x + self.drop(y)
-        return x + self.mlp(self.ln2(x))
+        return x + feed_forward(self.mlp, self.ln2(x))
 
 
 class ModalityEncoder(nn.Module):
