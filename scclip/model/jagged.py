@@ -54,12 +54,10 @@ class _Unpad(torch.autograd.Function):
 class Group:
     """Cells of similar token counts that attend together, padded to their own largest count.
 
-    start : first slot of the group in the padded buffer
     n_cells, length : b cells of K slots each (K = the group's largest count)
     mask : (b, 1, 1, K) bool key mask (True = a real token)
     """
 
-    start: int
     n_cells: int
     length: int
     mask: torch.Tensor
@@ -103,7 +101,8 @@ class Jagged:
         counts = keep.sum(1)  # (B,)
         order = torch.argsort(counts, stable=True)  # cells by token count
         n_groups = max(1, min(max_groups or MAX_GROUPS, B // MIN_GROUP_CELLS))
-        sizes = [len(c) for c in torch.arange(B).tensor_split(n_groups)] if B else []
+        q, r = divmod(B, n_groups)
+        sizes = [q + (i < r) for i in range(n_groups)] if B else []  # equal groups, the larger first
         sorted_counts = counts[order].tolist()
         groups, slot_of_cell, start, first = [], torch.empty(B, dtype=torch.int64, device=dev), 0, 0
         for b in sizes:  # each group: b cells of its largest count K
@@ -111,7 +110,7 @@ class Jagged:
             cells = order[first : first + b]
             slot_of_cell[cells] = start + torch.arange(b, device=dev) * K
             mask = torch.arange(K, device=dev) < counts[cells][:, None]  # (b, K)
-            groups.append(Group(start, b, K, mask[:, None, None, :]))
+            groups.append(Group(b, K, mask[:, None, None, :]))
             start, first = start + b * K, first + b
         rank = keep.cumsum(1) - 1  # (B, T) place of each kept token within its cell
         index = (slot_of_cell[:, None] + rank)[keep]  # (N,)
@@ -133,14 +132,10 @@ class Jagged:
         flat = torch.cat([p.reshape(-1, p.shape[-1]) for p in padded]) if len(padded) > 1 else padded[0]
         return _Unpad.apply(flat.reshape(-1, flat.shape[-1]), self.index, self.source)
 
-    def cls_groups(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """(N, C) flat tokens -> each group's [CLS] rows (b, C), in group order."""
+    def cls_groups(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(N, C) flat tokens -> each group's [CLS] rows (b, C), in group order (one gather)."""
         rows = self.cls.index_select(0, self.order)  # (B,) [CLS] of the cells in group order
-        out, first = [], 0
-        for g in self.groups:
-            out.append(x.index_select(0, rows[first : first + g.n_cells]))
-            first += g.n_cells
-        return out
+        return x.index_select(0, rows).split([g.n_cells for g in self.groups])
 
     def to_batch_order(self, per_group: list[torch.Tensor]) -> torch.Tensor:
         """Per-group rows (b, C), in group order -> (B, C) in batch order."""
