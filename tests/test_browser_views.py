@@ -43,11 +43,12 @@ READ_ENABLED_JS = """() => Array.from(document.querySelectorAll('button')).some(
   (b) => b.innerText.includes('Read uploaded files') && !b.disabled)"""
 
 
-def _type_gene(page, gene: str) -> None:
+def _type_gene(page, gene: str, plots: tuple[int, ...] = (0, 1)) -> None:
+    """Colour the UMAPs by ``gene`` and wait for the colour bar of each plot in ``plots``."""
     box = page.get_by_role("textbox", name="Colour both plots by a gene, peak or gene set")
     box.fill(gene)
     box.press("Enter")
-    for idx in (0, 1):
+    for idx in plots:
         page.wait_for_function(COLORBAR_JS, arg=[idx, gene], timeout=300_000, polling=50)
     wait_idle(page, timeout=300_000)
 
@@ -219,7 +220,8 @@ def test_the_three_views_on_uploaded_10x_files(playwright_api, snare_h5mu, tmp_p
             page = browser.new_page(viewport={"width": 1600, "height": 1000})  # a second session
             _upload(page, url, rna_only)
             page.get_by_text("has only RNA cells (400)").first.wait_for(timeout=600_000)
-            _type_gene_single(page, "Gad1")
+            _type_gene(page, "Gad1", plots=(0,))  # the single-modality UMAP
+            page.wait_for_function(TITLE_JS, arg="Gad1: measured in RNA cells", timeout=60_000)
             _box_single(page)  # uploaded 10x files carry no annotations: a box is group A
             page.get_by_text("Top 25 genes").first.wait_for(timeout=300_000)
             wait_idle(page)
@@ -232,16 +234,6 @@ def test_the_three_views_on_uploaded_10x_files(playwright_api, snare_h5mu, tmp_p
             browser.close()
     finally:
         stop_app(proc)
-
-
-def _type_gene_single(page, gene: str) -> None:
-    """Colour the single-modality UMAP by ``gene``: its colour bar and title."""
-    box = page.get_by_role("textbox", name="Colour both plots by a gene, peak or gene set")
-    box.fill(gene)
-    box.press("Enter")
-    page.wait_for_function(COLORBAR_JS, arg=[0, gene], timeout=300_000, polling=50)
-    page.wait_for_function(TITLE_JS, arg=f"{gene}: measured in RNA cells", timeout=60_000)
-    wait_idle(page)
 
 
 def _box_single(page) -> None:

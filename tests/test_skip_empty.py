@@ -160,9 +160,10 @@ def test_only_non_empty_tokens_enter_and_attention_pads_to_the_largest_count(cas
     coo = X.tocoo()
     per_cell = [len(set(patch[coo.col[(coo.row == r) & (coo.data != 0)]])) for r in range(n_cells)]
     x, _, layout = _first_block_input(_encoder("per_patch", 2, n_features, n_patches, True, False), X)
-    assert x.shape[0] == n_cells + sum(per_cell)  # flat tokens: one [CLS] per cell + the non-empty patches
+    assert layout.n_tokens == n_cells + sum(per_cell)  # one [CLS] per cell + the non-empty patches
+    assert x.shape[0] == layout.n_slots == sum(g.n_cells * g.length for g in layout.groups)  # the slot buffer
     assert layout.length == 1 + max(per_cell)  # the largest packed (padded) attention length
-    assert sum(g.mask.sum().item() for g in layout.groups) == x.shape[0]  # every real token, once
+    assert sum(g.mask.sum().item() for g in layout.groups) == layout.n_tokens  # every real token, once
     x_dense, _, none = _first_block_input(_encoder("per_patch", 2, n_features, n_patches, False, False), X)
     assert x_dense.shape[:2] == (n_cells, 1 + n_patches) and none is None
 
@@ -170,20 +171,23 @@ def test_only_non_empty_tokens_enter_and_attention_pads_to_the_largest_count(cas
 def test_jagged_layout_keeps_order_and_masks_padding():
     keep = torch.tensor([[True, False, True, False, True], [True, False, False, False, False]])
     lay = Jagged.from_keep(keep)
-    flat = torch.arange(2 * 5, dtype=torch.float32).view(10, 1)[keep.flatten()]  # tokens 0, 2, 4 | 5
-    (padded,) = lay.pad(flat)  # two cells: one attention group
-    assert (lay.length, lay.n_cells) == (3, 2)
+    dense = torch.arange(2 * 5, dtype=torch.float32).view(2, 5, 1)  # tokens 0, 2, 4 | 5 are kept
+    slots = lay.gather(dense)
+    (padded,) = lay.split(slots)  # two cells: one attention group
+    assert (lay.length, lay.n_cells, lay.n_tokens, lay.n_slots) == (3, 2, 4, 6)
     assert lay.order.tolist() == [1, 0]  # group order: by token count
     assert padded[:, :, 0].tolist() == [[5.0, 0.0, 0.0], [0.0, 2.0, 4.0]]  # original token order, zero padding
+    assert padded.data_ptr() == slots.data_ptr()  # a view of the buffer, not a copy
     assert lay.groups[0].mask[:, 0, 0].tolist() == [[True, False, False], [True, True, True]]
-    assert lay.cls.tolist() == [0, 3]
-    assert torch.equal(lay.unpad([padded]), flat)
+    assert lay.cls_rows(slots)[:, 0].tolist() == [5.0, 0.0]  # group order
+    assert lay.to_batch_order(lay.cls_rows(slots))[:, 0].tolist() == [0.0, 5.0]  # batch order
+    assert lay.index.tolist() == [3, 6, 4, 6, 5, 0, 6, 6, 6, 6]  # slot of every dense token, S if dropped
 
 
 def test_attention_groups_pad_cells_of_similar_counts_together():
     """Cells sorted by token count, cut into groups of equal size, each padded to its own largest count: every
     real token sits in exactly one slot, the padded work is below one padding to the batch's largest count,
-    and padding, unpadding and the [CLS] rows round-trip in batch order."""
+    the slot buffer stays close to the real tokens, and gathers and the [CLS] rows round-trip in batch order."""
     g = torch.Generator().manual_seed(0)
     counts = torch.randint(1, 40, (100,), generator=g)
     counts[[3, 50]] = torch.tensor([1, 40])  # [CLS] alone, and a cell of every token
@@ -201,13 +205,17 @@ def test_attention_groups_pad_cells_of_similar_counts_together():
         assert gr.length == int(sorted_counts[first : first + gr.n_cells].max())
         assert torch.equal(gr.mask[:, 0, 0].sum(1), sorted_counts[first : first + gr.n_cells])
         first += gr.n_cells
-    slots = sum(gr.n_cells * gr.length**2 for gr in lay.groups)
-    assert slots < 0.7 * len(counts) * int(counts.max()) ** 2  # attention work, (b K^2) summed
-    flat = torch.randn(int(counts.sum()), 3, generator=g)
-    padded = lay.pad(flat)
-    assert torch.equal(lay.unpad(padded), flat)
-    assert sum(p.abs().sum().item() for p in padded) == pytest.approx(flat.abs().sum().item(), rel=1e-5)
-    assert torch.equal(lay.to_batch_order(lay.cls_groups(flat)), flat[lay.cls])
+    work = sum(gr.n_cells * gr.length**2 for gr in lay.groups)
+    assert work < 0.7 * len(counts) * int(counts.max()) ** 2  # attention work, (b K^2) summed
+    assert lay.n_tokens == int(counts.sum()) <= lay.n_slots < 1.15 * lay.n_tokens  # little padding
+    dense = torch.randn(100, 40, 3, generator=g)
+    slots = lay.gather(dense)
+    real = torch.cat([gr.mask[:, 0, 0].flatten() for gr in lay.groups])  # (S,) real slots
+    assert torch.equal(slots[real].abs().sum(), dense[keep].abs().sum())  # every kept token once
+    assert not slots[~real].any()  # zeros in the padding
+    back = torch.cat([slots, slots.new_zeros(1, 3)])[lay.index].view(100, 40, 3)
+    assert torch.equal(back[keep], dense[keep])  # each dense token's slot holds it
+    assert torch.equal(lay.to_batch_order(lay.cls_rows(slots)), dense[:, 0])
     assert len(Jagged.from_keep(keep, max_groups=1).groups) == 1
 
 

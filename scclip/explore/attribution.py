@@ -42,7 +42,8 @@ def _forward_from_tokens(enc, patch_tokens: torch.Tensor, keep: torch.Tensor | N
     x = torch.cat([enc.cls.expand(patch_tokens.shape[0], -1, -1), patch_tokens], dim=1) + enc.pos
     if keep is None:
         return enc.transform(x)
-    return enc.transform(x[keep], Jagged.from_keep(keep))
+    layout = Jagged.from_keep(keep)
+    return enc.transform(layout.gather(x), layout)
 
 
 def path_points(n_cells: int, steps: int, budget: int | None) -> tuple[np.ndarray, np.ndarray]:

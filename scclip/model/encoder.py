@@ -21,7 +21,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cls_only: bool = False, layout: Jagged | None = None) -> torch.Tensor:
         """(B, T, d) -> (B, T, d); with ``cls_only`` only the first token's output (B, 1, d) is computed.
-        With a jagged ``layout``: flat tokens (N, d) -> (N, d), or (B, d) for [CLS] only."""
+        With a jagged ``layout``: its slot buffer (S, d) -> (S, d), or (B, d) for [CLS] only (group order)."""
         if layout is not None:
             return self._jagged(x, cls_only, layout)
         B, T, d = x.shape
@@ -36,22 +36,23 @@ class SelfAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, q.shape[2], d))  # (B,T,d) or (B,1,d)
 
     def _jagged(self, x: torch.Tensor, cls_only: bool, lay: Jagged) -> torch.Tensor:
-        """Projections on the flat tokens (N, d); attention per group of cells, padded to its K and masked."""
-        d, h = x.shape[1], self.n_heads  # x: (N, d)
+        """Slot buffer (S, d) -> (S, d): projections on all slots, attention on each group's (b, K) view with
+        its padding masked; with ``cls_only`` the [CLS] rows (B, d) in group order."""
+        d, h = x.shape[1], self.n_heads  # x: (S, d)
         dh = d // h
-        if cls_only:  # queries of [CLS] only, per group (b, h, 1, dh); keys and values of all tokens
+        if cls_only:  # queries of [CLS] only (B, d); keys and values of all slots
             w, b = self.qkv.weight, self.qkv.bias
-            qs = [F.linear(c, w[:d], b[:d]).view(-1, 1, h, dh).transpose(1, 2) for c in lay.cls_groups(x)]
-            kvs = lay.pad(F.linear(x, w[d:], b[d:]))  # per group (b, K, 2d)
+            qs = F.linear(lay.cls_rows(x), w[:d], b[:d]).split([g.n_cells for g in lay.groups])
+            kvs = lay.split(F.linear(x, w[d:], b[d:]))  # per group (b, K, 2d)
         else:
-            kvs = lay.pad(self.qkv(x))  # per group (b, K, 3d)
+            kvs = lay.split(self.qkv(x))  # per group (b, K, 3d)
         ys = []
         for i, (g, kv) in enumerate(zip(lay.groups, kvs, strict=True)):
             parts = kv.view(g.n_cells, g.length, -1, h, dh).permute(2, 0, 3, 1, 4)  # (2 or 3, b, h, K, dh)
-            q, k, v = (qs[i], *parts) if cls_only else parts
+            q, k, v = (qs[i].view(g.n_cells, h, 1, dh), *parts) if cls_only else parts
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=g.mask).transpose(1, 2)  # (b, Kq, h, dh)
-            ys.append(y[:, 0].reshape(g.n_cells, d) if cls_only else y.reshape(g.n_cells, g.length, d))
-        return self.out(lay.to_batch_order(ys) if cls_only else lay.unpad(ys))  # (B, d) or (N, d)
+            ys.append(y.reshape(-1, d))  # (b, d) or (b * K, d)
+        return self.out(torch.cat(ys) if len(ys) > 1 else ys[0])  # (B, d) or (S, d)
 
 
 class _GeluLinear(torch.autograd.Function):
@@ -101,10 +102,10 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, cls_only: bool = False, layout: Jagged | None = None) -> torch.Tensor:
         """(B, T, d) -> (B, T, d), or only the [CLS] token (B, 1, d) when ``cls_only`` (the last block: the
         encoder reads nothing else, so the other tokens' queries, output projection and MLP are skipped).
-        With a jagged ``layout`` (empty patches skipped): flat tokens (N, d) -> (N, d), or (B, d)."""
+        With a jagged ``layout`` (empty patches skipped): slots (S, d) -> (S, d), or (B, d) in group order."""
         y = self.attn(self.ln1(x), cls_only=cls_only, layout=layout)
         if cls_only:
-            x = x[:, :1] if layout is None else x[layout.cls]  # (B, 1, d) or (B, d)
+            x = x[:, :1] if layout is None else layout.cls_rows(x)  # (B, 1, d) or (B, d)
         x = x + self.drop(y)
         return x + feed_forward(self.mlp, self.ln2(x))
 
@@ -159,7 +160,8 @@ class ModalityEncoder(nn.Module):
         layout = None
         if self.cfg.skip_empty_patches:
             keep = self.keep_mask(batch)  # (B, P+1)
-            x, layout = x[keep], Jagged.from_keep(keep)  # (N, d): N = B + the non-empty patches
+            layout = Jagged.from_keep(keep)
+            x = layout.gather(x)  # (S, d): the non-empty tokens, each group padded to its largest count
         return self.transform(self.drop(x), layout)
 
     def tokens(self, batch: SparseBatch) -> torch.Tensor:
@@ -174,8 +176,8 @@ class ModalityEncoder(nn.Module):
         return torch.cat([occupied.new_ones(batch.n_cells, 1), occupied], dim=1)
 
     def transform(self, x: torch.Tensor, layout: Jagged | None = None) -> torch.Tensor:
-        """Tokens (B, T, d), or flat tokens (N, d) of a jagged ``layout``, through the blocks -> (B, proj_dim)
-        unit embeddings from [CLS]."""
+        """Tokens (B, T, d), or the slot buffer (S, d) of a jagged ``layout``, through the blocks -> (B, proj_dim)
+        unit embeddings from [CLS], in batch order."""
         recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
             last = i == len(self.blocks) - 1  # only [CLS] leaves the last block: (B, 1, d) or (B, d)
@@ -183,6 +185,6 @@ class ModalityEncoder(nn.Module):
                 checkpoint(block, x, last, layout, use_reentrant=False)
                 if recompute
                 else block(x, last, layout)
-            )  # (B, T, d) or (N, d)
-        z = self.proj(self.ln_f(x[:, 0] if layout is None else x))  # (B, proj_dim)
+            )  # (B, T, d) or (S, d)
+        z = self.proj(self.ln_f(x[:, 0] if layout is None else layout.to_batch_order(x)))  # (B, proj_dim)
         return F.normalize(z.float(), dim=-1)
