@@ -128,6 +128,16 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
         sub = X[: min(2000, X.shape[0])].tocoo()
         occupied = len(np.unique(sub.row.astype(np.int64) * 100_000 + patch[sub.col]))
         zero[m] = 1 - occupied / (sub.shape[0] * net.encoders[m].embed.n_patches)
+    slots = {}  # skipped layout: rows of the slot buffer per real token (the groups' padding), batches of a.batch_size
+    if cfg.skip_empty_patches:
+        from scclip.model.jagged import Jagged
+
+        for m, X in (("rna", Xr), ("atac", Xa)):
+            lays = [
+                Jagged.from_keep(net.encoders[m].keep_mask(SparseBatch.from_csr(X[rows], device=dev)))
+                for rows in np.array_split(np.arange(min(8 * a.batch_size, X.shape[0])), 8)
+            ]
+            slots[m] = sum(lay.n_slots for lay in lays) / sum(lay.n_tokens for lay in lays)
     return {
         "preset": preset,
         "device": str(dev),
@@ -152,6 +162,7 @@ def measure(a: argparse.Namespace, preset: str) -> dict:
         "embed_cells_per_cpu_s": n_embed / c_embed,
         "embed_gflops": flops * n_embed / t_embed / 1e9,
         "zero_patch_share": zero,
+        "slots_per_token": slots,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
         "train_peak_rss_gb": train_rss,
         "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
@@ -231,6 +242,9 @@ def main() -> None:
             f"{r['preset']}: {r['gflop_per_cell_fwd']:.2f} GFLOP/cell forward; train {r['train_gflops']:.0f}, "
             f"embed {r['embed_gflops']:.0f} GFLOP/s achieved; all-zero patches: {zero}"
         )
+        if r.get("slots_per_token"):
+            pad = ", ".join(f"{m} {v:.3f}" for m, v in r["slots_per_token"].items())
+            line += f"; skipped layout slots per real token: {pad}"
         line += f"; CPU capability {r['cpu']}"
         if r["device"].startswith("cuda"):
             line += f"; MFU {r['train_gflops'] / 1e3 / a.peak_tflops:.1%} (peak {a.peak_tflops} TFLOP/s)"
