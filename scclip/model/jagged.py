@@ -56,6 +56,7 @@ class Group:
 
     @property
     def n_slots(self) -> int:
+        """The group's rows in the slot buffer, b * K."""
         return self.n_cells * self.length
 
 
