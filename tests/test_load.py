@@ -143,6 +143,24 @@ async def _box(page, i: int) -> str:
     return heads[0]
 
 
+async def _group_heads(page, i: int) -> list[str]:
+    """The page's current 'Selected group' headings, once one is drawn (bounded; a loaded server renders the
+    group panel a moment after the matches). None drawn within the wait: a screenshot, and the empty list."""
+    try:
+        await page.wait_for_function(
+            """() => Array.from(document.querySelectorAll('h4')).some(
+                 (e) => e.innerText.startsWith('Selected group') && !e.closest('[data-stale="true"]'))""",
+            timeout=120_000, polling=200,
+        )  # fmt: skip
+    except Exception:  # playwright's TimeoutError: the assertion on the headings reports it
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / f"load_session_{i}_no_group.png"), full_page=True)
+    return await page.evaluate(
+        """() => Array.from(document.querySelectorAll('h4')).filter((e) => !e.closest('[data-stale="true"]'))
+             .map((e) => e.innerText)"""
+    )
+
+
 async def _upload(page, url: str, path: Path) -> None:
     await page.get_by_role("link", name="Data", exact=True).click()
     await _idle(page)
@@ -187,9 +205,7 @@ async def _session(browser, url: str, i: int, upload: Path, uploaded: asyncio.Ev
         await page.wait_for_function(PLOTS_JS, timeout=TIMEOUT_MS, polling=200)
         await _idle(page)
         after = await _texts(page)
-        heads = await page.evaluate(
-            "() => Array.from(document.querySelectorAll('h4')).map((e) => e.innerText)"
-        )
+        heads = await _group_heads(page, i) if i != 0 else []  # session 0's upload cleared its group
         exceptions = await page.locator('[data-testid="stException"]').count()
         return {"i": i, "pt": pt, "header": header, "group": group, "latencies": latencies,
                 "data_text": data_text, "sidebar": sidebar, "after": after, "heads": heads,
