@@ -63,21 +63,24 @@ def family(name: str) -> str:
     return "other"
 
 
-def summarise(prof, label: str, wall: float) -> None:
+def summarise(prof, label: str, wall: float, top: int = 0) -> None:
     by_fam, flops = defaultdict(float), 0.0
-    mm_time = 0.0
+    mm_time, by_op = 0.0, defaultdict(list)
     for ev in prof.key_averages():
         t = ev.self_cpu_time_total / 1e6
         by_fam[family(ev.key)] += t
+        by_op[family(ev.key)].append((t, ev.key, ev.count))
         if ev.flops and family(ev.key) == "matmul":
             flops += ev.flops
             mm_time += t
     total = sum(by_fam.values())
     print(f"\n### {label}: wall {wall:.2f} s, profiled self CPU {total:.2f} s (all threads' ops)\n")
-    print("| op family | self CPU s | share |")
-    print("|---|---|---|")
+    print("| op family | self CPU s | share |" + (f" heaviest {top} ops |" if top else ""))
+    print("|---|---|---|" + ("---|" if top else ""))
     for fam, t in sorted(by_fam.items(), key=lambda kv: -kv[1]):
-        print(f"| {fam} | {t:.2f} | {100 * t / total:.0f}% |")
+        heaviest = sorted(by_op[fam], reverse=True)[:top]
+        ops = "; ".join(f"`{k}` {t:.2f} s ({n} calls)" for t, k, n in heaviest if t > 0)
+        print(f"| {fam} | {t:.2f} | {100 * t / total:.0f}% |" + (f" {ops} |" if top else ""))
     if mm_time:
         print(
             f"\nmatrix products: {flops / 1e9:.1f} GFLOP in {mm_time:.2f} s of op time = "
@@ -111,6 +114,7 @@ def main() -> None:
     p.add_argument("--embed-cells", type=int, default=512)
     p.add_argument("--skip-empty-patches", action="store_true")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--top", type=int, default=0, help="also list the N heaviest ops of each family")
     a = p.parse_args()
     sys.path.insert(0, str(REPO))
     import numpy as np
@@ -159,7 +163,7 @@ def main() -> None:
         for _ in range(a.steps):
             step()
         wall = time.perf_counter() - t0
-    summarise(prof, f"training, {a.steps} steps of {a.batch_size} cells", wall)
+    summarise(prof, f"training, {a.steps} steps of {a.batch_size} cells", wall, a.top)
     net.eval()
     n = a.embed_cells
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
@@ -167,7 +171,7 @@ def main() -> None:
         encode_csr(net, "rna", Xr[:n], batch_size=256, device=dev)
         encode_csr(net, "atac", Xa[:n], batch_size=256, device=dev)
         wall = time.perf_counter() - t0
-    summarise(prof, f"embedding, {n} cells, both modalities", wall)
+    summarise(prof, f"embedding, {n} cells, both modalities", wall, a.top)
     d, f = cfg.d_model, cfg.d_ff
     rows = a.batch_size * (cfg.n_patches + 1)
     shapes = [(rows, d, 3 * d), (rows, d, f), (rows, f, d), (rows, d, d), (4096, 4096, 4096)]
