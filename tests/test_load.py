@@ -67,6 +67,17 @@ PLOTS_JS = """
   return gds.length >= 2 && Array.from(gds).slice(0, 2).every((gd) => gd._fullData && gd._fullData.length
     && gd._fullData[0].x && gd._fullData[0].x.length > 0 && !gd.closest('[data-stale="true"]')); }
 """
+#: JS: the current markdown text and h4 headings once they hold ``needle`` (and a group heading with
+#: ``want_group``), else false; ``force``: return them anyway.
+SNAPSHOT_JS = """
+([needle, wantGroup, force]) => {
+  const fresh = (sel) => Array.from(document.querySelectorAll(sel))
+    .filter((e) => !e.closest('[data-stale="true"]')).map((e) => e.innerText);
+  const texts = fresh('[data-testid="stMarkdownContainer"]'), heads = fresh('h4');
+  const ok = texts.some((t) => t.includes(needle)) && (!wantGroup || heads.some((t) => t.startsWith('Selected group')));
+  return ok || force ? {after: texts.join('\\n'), heads: heads} : false;
+}
+"""
 TEXTS_JS = """(testid) => Array.from(document.querySelectorAll(`[data-testid="${testid}"]`))
   .filter((e) => !e.closest('[data-stale="true"]')).map((e) => e.innerText)"""
 
@@ -143,22 +154,20 @@ async def _box(page, i: int) -> str:
     return heads[0]
 
 
-async def _group_heads(page, i: int) -> list[str]:
-    """The page's current 'Selected group' headings, once one is drawn (bounded; a loaded server renders the
-    group panel a moment after the matches). None drawn within the wait: a screenshot, and the empty list."""
+async def _settled(page, i: int, needle: str, want_group: bool) -> tuple[str, list[str]]:
+    """The page's current (not stale) markdown text and h4 headings, read in one go once the text holds
+    ``needle`` and, with ``want_group``, a 'Selected group' heading is drawn. Bounded: a loaded server can start a
+    fragment rerun just after the page looked idle, which marks the fragment's elements stale for a moment. Not
+    settled within the wait: a screenshot, and the page as it is (the assertions on it then fail)."""
+    arg = [needle, want_group]
     try:
-        await page.wait_for_function(
-            """() => Array.from(document.querySelectorAll('h4')).some(
-                 (e) => e.innerText.startsWith('Selected group') && !e.closest('[data-stale="true"]'))""",
-            timeout=120_000, polling=200,
-        )  # fmt: skip
-    except Exception:  # playwright's TimeoutError: the assertion on the headings reports it
+        handle = await page.wait_for_function(SNAPSHOT_JS, arg=[*arg, False], timeout=240_000, polling=200)
+        snap = await handle.json_value()
+    except Exception:  # playwright's TimeoutError: the assertions on the snapshot report it
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(ARTIFACTS / f"load_session_{i}_no_group.png"), full_page=True)
-    return await page.evaluate(
-        """() => Array.from(document.querySelectorAll('h4')).filter((e) => !e.closest('[data-stale="true"]'))
-             .map((e) => e.innerText)"""
-    )
+        await page.screenshot(path=str(ARTIFACTS / f"load_session_{i}_unsettled.png"), full_page=True)
+        snap = await page.evaluate(SNAPSHOT_JS, [*arg, True])
+    return snap["after"], snap["heads"]
 
 
 async def _upload(page, url: str, path: Path) -> None:
@@ -204,8 +213,9 @@ async def _session(browser, url: str, i: int, upload: Path, uploaded: asyncio.Ev
         await page.get_by_role("link", name="Explore", exact=True).click()
         await page.wait_for_function(PLOTS_JS, timeout=TIMEOUT_MS, polling=200)
         await _idle(page)
-        after = await _texts(page)
-        heads = await _group_heads(page, i) if i != 0 else []  # session 0's upload cleared its group
+        # its own cell and group (session 0: its upload cleared its selection, so the matches panel's hint)
+        needle = "Click a cell on either plot" if i == 0 else f"Selected cell {pt['barcode']} "
+        after, heads = await _settled(page, i, needle, want_group=i != 0)
         exceptions = await page.locator('[data-testid="stException"]').count()
         return {"i": i, "pt": pt, "header": header, "group": group, "latencies": latencies,
                 "data_text": data_text, "sidebar": sidebar, "after": after, "heads": heads,
