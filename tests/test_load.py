@@ -67,6 +67,12 @@ PLOTS_JS = """
   return gds.length >= 2 && Array.from(gds).slice(0, 2).every((gd) => gd._fullData && gd._fullData.length
     && gd._fullData[0].x && gd._fullData[0].x.length > 0 && !gd.closest('[data-stale="true"]')); }
 """
+#: JS: the text of the first current element of ``selector`` holding every string of ``parts``, else false.
+FIRST_FRESH_JS = """
+([selector, parts]) => { const e = Array.from(document.querySelectorAll(selector)).find(
+  (e) => !e.closest('[data-stale="true"]') && parts.every((p) => e.innerText.includes(p)));
+  return e ? e.innerText : false; }
+"""
 #: JS: the current markdown text and h4 headings once they hold ``needle`` (and a group heading with
 #: ``want_group``), else false; ``force``: return them anyway.
 SNAPSHOT_JS = """
@@ -128,6 +134,15 @@ async def _click(page, start: int, width: int) -> tuple[dict, float]:
     return pt, dt
 
 
+async def _first_fresh(page, selector: str, *parts: str) -> str:
+    """The text of the first current (not stale) element of ``selector`` holding every one of ``parts``,
+    read in the same evaluation that finds it (a rerun starting between a wait and a read cannot empty it)."""
+    handle = await page.wait_for_function(
+        FIRST_FRESH_JS, arg=[selector, list(parts)], timeout=TIMEOUT_MS, polling=200
+    )
+    return await handle.json_value()
+
+
 async def _box(page, i: int) -> str:
     """Box-select a random rectangle of the right-hand UMAP; returns the 'Selected group: N cells' heading."""
     area = await page.evaluate(AREA_JS, 1)
@@ -141,17 +156,9 @@ async def _box(page, i: int) -> str:
     await page.mouse.down()
     await page.mouse.move(area["left"] + fx1 * area["w"], area["top"] + fy1 * area["h"], steps=6)
     await page.mouse.up()
-    await page.wait_for_function(
-        """() => Array.from(document.querySelectorAll('h4')).some(
-             (e) => e.innerText.startsWith('Selected group') && !e.closest('[data-stale="true"]'))""",
-        timeout=TIMEOUT_MS, polling=200,
-    )  # fmt: skip
+    await _first_fresh(page, "h4", "Selected group")
     await _idle(page)
-    heads = await page.evaluate(
-        """() => Array.from(document.querySelectorAll('h4')).filter((e) => !e.closest('[data-stale="true"]'))
-             .map((e) => e.innerText).filter((t) => t.startsWith('Selected group'))"""
-    )
-    return heads[0]
+    return await _first_fresh(page, "h4", "Selected group")
 
 
 async def _settled(page, i: int, needle: str, want_group: bool) -> tuple[str, list[str]]:
@@ -195,7 +202,8 @@ async def _session(browser, url: str, i: int, upload: Path, uploaded: asyncio.Ev
         for k in range(2):  # disjoint windows of the drawing order: every session clicks its own cells
             pt, dt = await _click(page, (2 * i + k) * width, width)
             latencies.append(dt)
-        header = next(t for t in (await _texts(page)).splitlines() if t.startswith("Selected cell"))
+        text = await _first_fresh(page, '[data-testid="stMarkdownContainer"]', "Selected cell", pt["barcode"])
+        header = next((t for t in text.splitlines() if t.startswith("Selected cell")), text)
         group = await _box(page, i)
         if i == 0:
             await _upload(page, url, upload)
