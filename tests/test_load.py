@@ -57,11 +57,6 @@ AREA_JS = """
   const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
   return {left: r.left + xa._offset, top: r.top + ya._offset, w: xa._length, h: ya._length}; }
 """
-#: JS: a current (not stale) element of ``testid`` whose text holds every string of ``parts``.
-SHOWN_JS = """
-([testid, parts]) => Array.from(document.querySelectorAll(`[data-testid="${testid}"]`)).some(
-  (e) => !e.closest('[data-stale="true"]') && parts.every((p) => e.innerText.includes(p)))
-"""
 PLOTS_JS = """
 () => { const gds = document.querySelectorAll('.js-plotly-plot');
   return gds.length >= 2 && Array.from(gds).slice(0, 2).every((gd) => gd._fullData && gd._fullData.length
@@ -95,8 +90,9 @@ async def _idle(page) -> None:
     )
 
 
-async def _shown(page, testid: str, *parts: str) -> None:
-    await page.wait_for_function(SHOWN_JS, arg=[testid, list(parts)], timeout=TIMEOUT_MS, polling=200)
+async def _shown(page, testid: str, *parts: str) -> str:
+    """Wait for a current element of ``testid`` holding every one of ``parts``; returns its text."""
+    return await _first_fresh(page, f'[data-testid="{testid}"]', *parts)
 
 
 async def _texts(page, testid: str = "stMarkdownContainer") -> str:
@@ -158,14 +154,14 @@ async def _box(page, i: int) -> str:
     await page.mouse.up()
     await _first_fresh(page, "h4", "Selected group")
     await _idle(page)
-    return await _first_fresh(page, "h4", "Selected group")
+    return await _first_fresh(page, "h4", "Selected group")  # read again once idle: the final heading
 
 
 async def _settled(page, i: int, needle: str, want_group: bool) -> tuple[str, list[str]]:
     """The page's current (not stale) markdown text and h4 headings, read in one go once the text holds
-    ``needle`` and, with ``want_group``, a 'Selected group' heading is drawn. Bounded: a loaded server can start a
-    fragment rerun just after the page looked idle, which marks the fragment's elements stale for a moment. Not
-    settled within the wait: a screenshot, and the page as it is (the assertions on it then fail)."""
+    ``needle`` and, with ``want_group``, a 'Selected group' heading is drawn. Bounded. On a loaded server the panels
+    were seen still stale (or not yet drawn) after the idle check had passed, so the page is read when it holds
+    what it should, not at a fixed moment. Not settled within the wait: a screenshot, and the page as it is (the assertions on it then fail)."""
     arg = [needle, want_group]
     try:
         handle = await page.wait_for_function(SNAPSHOT_JS, arg=[*arg, False], timeout=240_000, polling=200)
@@ -202,7 +198,7 @@ async def _session(browser, url: str, i: int, upload: Path, uploaded: asyncio.Ev
         for k in range(2):  # disjoint windows of the drawing order: every session clicks its own cells
             pt, dt = await _click(page, (2 * i + k) * width, width)
             latencies.append(dt)
-        text = await _first_fresh(page, '[data-testid="stMarkdownContainer"]', "Selected cell", pt["barcode"])
+        text = await _shown(page, "stMarkdownContainer", "Selected cell", pt["barcode"])
         header = next((t for t in text.splitlines() if t.startswith("Selected cell")), text)
         group = await _box(page, i)
         if i == 0:
